@@ -1,0 +1,66 @@
+"""The car's closed control loop: state -> MPC -> command -> twin, recorded as a trace.
+
+One function serves every caller that drives the car with the MPC (the instruction
+task, the demo, the expert's evaluation, benchmarks), so they all measure the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from agents.mpc import FrenetMPC, mpc_state
+from agents.mpc_params import MPCParams
+from twin.actuation import Command
+from twin.car_twin import CarTwin
+
+TRACE_FIELDS = ("t", "x", "y", "s", "d", "alpha", "v", "steer", "ax", "ay", "progress", "speed_cmd", "steer_cmd")
+
+
+@dataclasses.dataclass
+class Trace:
+    """Per-step record of one drive; every array has one entry per control step."""
+
+    columns: dict[str, np.ndarray]
+    crashed: bool
+    """The car hit a wall or obstacle."""
+    crash_time: float | None
+    mpc_solve_times: np.ndarray
+    """Wall time of each MPC call (s)."""
+    mpc_fallbacks: int
+    """Control periods in which the QP was not solved and the previous plan was used."""
+    command_fixes: int
+    """Commands the twin had to clamp."""
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+
+def drive(twin: CarTwin, mpc: FrenetMPC, params: MPCParams, duration_s: float) -> Trace:
+    """Drive an already reset twin with the MPC under `params` for `duration_s` simulated seconds."""
+    mpc.set_params(params)
+    mpc.reset()
+    steps = int(round(duration_s * twin.config.control_hz))
+    rows = {name: np.zeros(steps) for name in TRACE_FIELDS}
+    solve_times = np.zeros(steps)
+    fallbacks = fixes = 0
+    crash_time = None
+    for k in range(steps):
+        st = twin.state
+        out = mpc.control(mpc_state(st.s, st.d, st.alpha, st.v, st.steer))
+        solve_times[k] = out.solve_time_s
+        fallbacks += out.status != "solved"
+        report = twin.step(Command(out.speed, out.steer))
+        fixes += bool(report.command_fixes)
+        st = twin.state
+        for name, value in (("t", st.t), ("x", st.x), ("y", st.y), ("s", st.s), ("d", st.d), ("alpha", st.alpha),
+                            ("v", st.v), ("steer", st.steer), ("ax", st.ax), ("ay", st.ay),
+                            ("progress", st.progress), ("speed_cmd", out.speed), ("steer_cmd", out.steer)):
+            rows[name][k] = value
+        if st.crashed:
+            crash_time = st.t
+            rows = {name: col[: k + 1] for name, col in rows.items()}
+            solve_times = solve_times[: k + 1]
+            break
+    return Trace(rows, crash_time is not None, crash_time, solve_times, fallbacks, fixes)

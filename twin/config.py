@@ -1,0 +1,84 @@
+"""Config fields with declared bounds, checked where a config is built.
+
+Every config in Shakedown is a frozen dataclass. A numeric field that has a physical
+range declares it with `bounded(...)`; `check_bounds(self)` in `__post_init__` then
+rejects a value outside it with an error that names the field. The randomization
+mechanism reads the same bounds, so a randomization range can never leave the range
+a field is valid in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value or spec is invalid; the message names the field and the fix."""
+
+
+def bounded(default: Any, low: float, high: float) -> Any:
+    """A dataclass field whose value (or each element of a tuple value) lies in [low, high]."""
+    return dataclasses.field(default=default, metadata={"bounds": (float(low), float(high))})
+
+
+def field_bounds(cls: type, name: str) -> tuple[float, float] | None:
+    """The declared (low, high) of a dataclass field, or None when it has none."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("bounds")
+    raise ConfigError(f"{cls.__name__} has no field {name!r}")
+
+
+def _values(value: Any) -> tuple[float, ...]:
+    if isinstance(value, (tuple, list)):
+        return tuple(float(v) for v in value)
+    return (float(value),)
+
+
+def check_bounds(config: Any) -> None:
+    """Raise ConfigError naming the first field whose value is NaN or out of its bounds."""
+    for f in dataclasses.fields(config):
+        bounds = f.metadata.get("bounds")
+        if bounds is None:
+            continue
+        low, high = bounds
+        for v in _values(getattr(config, f.name)):
+            if not math.isfinite(v) or v < low or v > high:
+                raise ConfigError(
+                    f"{type(config).__name__}.{f.name} = {getattr(config, f.name)!r} is outside "
+                    f"its valid range [{low}, {high}]; pass a value inside it"
+                )
+
+
+def get_path(root: Any, path: str) -> Any:
+    """The value at a dotted path such as 'vehicle.mu' inside nested dataclasses."""
+    value = root
+    for part in path.split("."):
+        if not dataclasses.is_dataclass(value) or not hasattr(value, part):
+            raise ConfigError(f"unknown config field {path!r} (no {part!r} in {type(value).__name__})")
+        value = getattr(value, part)
+    return value
+
+
+def path_bounds(root: Any, path: str) -> tuple[float, float] | None:
+    """The declared bounds of the field at a dotted path."""
+    *parents, leaf = path.split(".")
+    owner = get_path(root, ".".join(parents)) if parents else root
+    get_path(root, path)  # raises a clear error for an unknown leaf
+    return field_bounds(type(owner), leaf)
+
+
+def replace_path(root: Any, path: str, value: Any) -> Any:
+    """A copy of nested frozen dataclasses with the field at `path` set to `value`."""
+    head, _, rest = path.partition(".")
+    if not rest:
+        get_path(root, head)
+        return dataclasses.replace(root, **{head: value})
+    return dataclasses.replace(root, **{head: replace_path(getattr(root, head), rest, value)})
+
+
+def to_dict(config: Any) -> dict:
+    """A JSON-ready dict of a (nested) config."""
+    return dataclasses.asdict(config)
