@@ -26,6 +26,7 @@ class Trace:
     crashed: bool
     """The car hit a wall or obstacle."""
     crash_time: float | None
+    """When it crashed; after that the car stands still until the drive's end."""
     mpc_solve_times: np.ndarray
     """Wall time of each MPC call (s)."""
     mpc_fallbacks: int
@@ -43,24 +44,26 @@ def drive(twin: CarTwin, mpc: FrenetMPC, params: MPCParams, duration_s: float) -
     mpc.reset()
     steps = int(round(duration_s * twin.config.control_hz))
     rows = {name: np.zeros(steps) for name in TRACE_FIELDS}
-    solve_times = np.zeros(steps)
+    solve_times: list[float] = []
     fallbacks = fixes = 0
     crash_time = None
     for k in range(steps):
         st = twin.state
-        out = mpc.control(mpc_state(st.s, st.d, st.alpha, st.v, st.steer))
-        solve_times[k] = out.solve_time_s
-        fallbacks += out.status != "solved"
-        report = twin.step(Command(out.speed, out.steer))
+        if st.crashed:
+            # A crashed car stands still for the rest of the drive; the metrics see that.
+            out_speed, out_steer = 0.0, st.steer
+        else:
+            out = mpc.control(mpc_state(st.s, st.d, st.alpha, st.v, st.steer))
+            solve_times.append(out.solve_time_s)
+            fallbacks += out.status != "solved"
+            out_speed, out_steer = out.speed, out.steer
+        report = twin.step(Command(out_speed, out_steer))
         fixes += bool(report.command_fixes)
         st = twin.state
         for name, value in (("t", st.t), ("x", st.x), ("y", st.y), ("s", st.s), ("d", st.d), ("alpha", st.alpha),
                             ("v", st.v), ("steer", st.steer), ("ax", st.ax), ("ay", st.ay),
-                            ("progress", st.progress), ("speed_cmd", out.speed), ("steer_cmd", out.steer)):
+                            ("progress", st.progress), ("speed_cmd", out_speed), ("steer_cmd", out_steer)):
             rows[name][k] = value
-        if st.crashed:
+        if st.crashed and crash_time is None:
             crash_time = st.t
-            rows = {name: col[: k + 1] for name, col in rows.items()}
-            solve_times = solve_times[: k + 1]
-            break
-    return Trace(rows, crash_time is not None, crash_time, solve_times, fallbacks, fixes)
+    return Trace(rows, crash_time is not None, crash_time, np.array(solve_times), fallbacks, fixes)

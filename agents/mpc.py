@@ -53,11 +53,11 @@ class MPCConfig:
     """Linear penalty on violating a soft constraint."""
     speed_lookahead_s: float = bounded(0.1, 0.0, 1.0)
     """The speed command is the predicted speed this far ahead (covers the speed loop's lag)."""
-    v_cap: float = bounded(5.0, 0.5, 20.0)
+    v_cap: float = bounded(4.0, 0.5, 20.0)
     """Top of the track's reference speed profile (m/s)."""
-    a_lat_ref: float = bounded(4.0, 0.5, 20.0)
+    a_lat_ref: float = bounded(2.5, 0.5, 20.0)
     """Lateral acceleration the reference speed profile is planned for (m/s^2)."""
-    raceline_fraction: float = bounded(0.5, 0.0, 1.0)
+    raceline_fraction: float = bounded(0.9, 0.0, 1.0)
     """How far toward the walls (fraction of the free half width) the racing line cuts corners."""
     max_iter: int = bounded(400, 10, 100000)
     """OSQP iteration cap; bounds the worst-case solve time."""

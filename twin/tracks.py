@@ -93,7 +93,7 @@ class Track:
         """
         k = _smooth_periodic(self.curvature, window=int(1.5 / DS))
         peak = float(np.max(np.abs(k))) or 1.0
-        return amplitude * k / peak
+        return amplitude * np.clip(k / (0.4 * peak), -1.0, 1.0)
 
     def speed_profile(self, v_cap: float, a_lat: float, a_long: float) -> np.ndarray:
         """Reference speed per sample: lateral-acceleration limited, then accel/decel limited."""
