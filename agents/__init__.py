@@ -1,0 +1,1 @@
+"""Policies, controllers, tasks and (later) the VLM agent and its trainers."""

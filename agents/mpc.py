@@ -295,7 +295,7 @@ class FrenetMPC:
             self._solver.update(q=q, l=l, u=u, Px=self.P_pat.data(P), Ax=self.A_pat.data(a_vals))
         z0 = np.concatenate([x_bar.ravel(), u_bar.ravel(), np.zeros(3 * N)])
         self._solver.warm_start(x=z0)
-        res = self._solver.solve()
+        res = self._solver.solve(raise_error=False)  # a failed solve is handled below, not raised
         status = str(res.info.status)
         if res.info.status_val in (1, 2):  # solved, solved inaccurate
             z = res.x

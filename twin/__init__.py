@@ -1,0 +1,1 @@
+"""Digital twins: worlds, sensors, randomization and gymnasium envs."""

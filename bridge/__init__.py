@@ -1,0 +1,1 @@
+"""ZeroMQ bridge to hardware and staged rollouts (not built yet: see the bridge issue)."""

@@ -1,0 +1,1 @@
+"""Scenario authoring, failure search and rare-event estimation (not built yet: see the scenarios issue)."""

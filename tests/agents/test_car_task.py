@@ -1,0 +1,118 @@
+"""The instruction-following task: env contract, metrics that move the right way, failures counted."""
+
+import numpy as np
+import pytest
+from stable_baselines3.common.env_checker import check_env
+
+from agents.car_metrics import FAILURE_IMPROVEMENT, improvement
+from agents.car_task import CarInstructionEnv, CarTaskConfig
+from agents.expert import ScriptedCarExpert, expert_params
+from agents.instructions import (CATEGORIES, HELD_OUT_PARAPHRASES, TRAIN_PARAPHRASES, parse_instruction,
+                                 sample_instruction)
+from agents.mpc_params import DEFAULT, MPCParams
+from twin.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def nominal_env():
+    env = CarInstructionEnv(CarTaskConfig(tracks=("oval",), duration_s=6.0, randomization=(), camera=False))
+    yield env
+    env.close()
+
+
+def test_check_env_passes():
+    env = CarInstructionEnv(CarTaskConfig(tracks=("oval",), duration_s=1.0))
+    check_env(env)
+    env.close()
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_expert_parameters_beat_defaults_in_every_category(nominal_env, category):
+    _, info = nominal_env.reset(seed=3, options={"category": category})
+    decision = ScriptedCarExpert().decide(info["observation"])
+    attempt = nominal_env.evaluate(decision.action)
+    default = nominal_env.default_attempt()
+    assert not attempt.trace.crashed
+    assert attempt.metrics["error"] < 0.7 * default.metrics["error"]
+    assert attempt.improvement > 0.3
+
+
+def test_lower_v_max_lowers_speed_error_for_a_slow_reference(nominal_env):
+    nominal_env.reset(seed=1, options={"instruction": "Drive at 1.2 m/s."})
+    errors = [nominal_env.evaluate({"v_max": v}).metrics["error"] for v in (12.0, 3.0, 1.2)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_smaller_alat_max_and_speed_make_the_ride_smoother(nominal_env):
+    nominal_env.reset(seed=1, options={"category": "smooth"})
+    rough = nominal_env.evaluate({}).metrics["error"]
+    smooth = nominal_env.evaluate({"v_max": 2.0, "alat_max": 1.5, "a_max": 1.0, "a_min": -1.0}).metrics["error"]
+    assert smooth < 0.6 * rough
+
+
+def test_same_seed_same_scores():
+    env = CarInstructionEnv(CarTaskConfig(tracks=("oval", "kidney"), duration_s=3.0))
+    results = []
+    for _ in range(2):
+        _, info = env.reset(seed=42)
+        metrics = env.evaluate({"qv": 30}).metrics
+        metrics.pop("mpc_solve_p50_ms")  # wall time, the one thing that may differ
+        results.append((info["instruction"], info["randomization"], metrics))
+    env.close()
+    assert results[0] == results[1]
+
+
+def test_failed_parse_counts_as_failure_and_drives_safe_defaults(nominal_env):
+    nominal_env.reset(seed=2, options={"category": "centerline"})
+    attempt = nominal_env.evaluate(None)
+    assert attempt.improvement == FAILURE_IMPROVEMENT
+    assert attempt.params == DEFAULT and not attempt.trace.crashed
+
+
+def test_crash_scores_failure_not_excluded():
+    env = CarInstructionEnv(CarTaskConfig(tracks=("chicane",), duration_s=8.0, randomization=(), camera=False))
+    env.reset(seed=0, options={"category": "velocity"})
+    # No margin, no lateral limit, top speed forced: it cannot make the corners.
+    attempt = env.evaluate({"v_min": 9.0, "v_max": 12.0, "track_safety_margin": 0.0, "alat_max": 20.0})
+    env.close()
+    assert attempt.trace.crashed
+    assert attempt.improvement == FAILURE_IMPROVEMENT
+
+
+def test_step_reports_clamps_and_named_terms(nominal_env):
+    nominal_env.reset(seed=0)
+    action = np.array(DEFAULT.as_array(), np.float32)
+    action[0] = 1e6  # qv far out of range
+    _, reward, terminated, truncated, info = nominal_env.step(action)
+    assert "qv" in info["action_fixes"] and info["params"]["qv"] == 100.0
+    assert terminated and not truncated
+    assert reward == pytest.approx(sum(info["reward_terms"].values()))
+    with pytest.raises(ValueError, match="11 MPC parameters"):
+        nominal_env.step(np.zeros(3))
+
+
+def test_instruction_parsing_and_splits():
+    rng = np.random.default_rng(0)
+    for split in ("train", "heldout"):
+        for _ in range(30):
+            ins = sample_instruction(rng, split)
+            assert parse_instruction(ins.text) == ins
+    train = {t for ts in TRAIN_PARAPHRASES.values() for t in ts}
+    held = {t for ts in HELD_OUT_PARAPHRASES.values() for t in ts}
+    assert not train & held
+    with pytest.raises(ConfigError, match="unknown instruction"):
+        parse_instruction("do a backflip")
+    with pytest.raises(ConfigError, match="unknown track"):
+        CarTaskConfig(tracks=("moon",))
+
+
+def test_improvement_formula():
+    assert improvement(0.5, 1.0, False) == pytest.approx(0.5)
+    assert improvement(10.0, 1.0, False) == -4.0
+    assert improvement(0.1, 1.0, True) == FAILURE_IMPROVEMENT
+    assert improvement(float("nan"), 1.0, False) == FAILURE_IMPROVEMENT
+
+
+def test_expert_rules_are_valid_params():
+    for cat in CATEGORIES:
+        assert isinstance(expert_params(cat, 2.0, 1.0, 0.31), MPCParams)
