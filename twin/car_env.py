@@ -14,6 +14,8 @@ import gymnasium as gym
 import numpy as np
 
 from twin.actuation import Command
+from safety.car_guard import CarGuard
+from safety.car_spec import CarSafetySpec
 from twin.car_twin import CarTwin, CarTwinConfig
 from twin.config import bounded, check_bounds
 
@@ -34,6 +36,10 @@ class CarDriveConfig:
     """Keep every k-th lidar beam in the observation (the twin still casts all)."""
     collision_penalty: float = bounded(10.0, 0.0, 1e6)
     """Reward lost when the car hits something."""
+    safety: CarSafetySpec | None = None
+    """Hard constraints; when set, costs are per constraint and `shield` filters every command."""
+    shield: bool = True
+    """With a safety spec: filter commands through the shield (False: only account for costs)."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -47,6 +53,8 @@ class CarDriveEnv(gym.Env):
     def __init__(self, config: CarDriveConfig | None = None, render_mode: str | None = None) -> None:
         self.config = config or CarDriveConfig()
         self.twin = CarTwin(self.config.twin)
+        self.guard = CarGuard(self.twin, self.config.safety, self.config.shield) if self.config.safety else None
+        self._scan: np.ndarray | None = None
         self.render_mode = render_mode
         spaces: dict[str, gym.Space] = {
             "state": gym.spaces.Box(-np.inf, np.inf, (len(STATE_KEYS),), np.float32),
@@ -72,6 +80,7 @@ class CarDriveEnv(gym.Env):
         )
         obs = {"state": state}
         if "lidar" in sensed:
+            self._scan = sensed["lidar"]  # the shield reads every beam of the latest scan
             obs["lidar"] = sensed["lidar"][:: self.config.lidar_stride]
         if "camera" in sensed:
             obs["image"] = sensed["camera"]
@@ -86,6 +95,8 @@ class CarDriveEnv(gym.Env):
             v=float(opts.get("v", 0.0)), draws=opts.get("draws"),
         )
         self._steps = 0
+        if self.guard:
+            self.guard.reset()
         return self._observe(), {"randomization": dict(draws), "track": self.twin.track.name}
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
@@ -99,18 +110,25 @@ class CarDriveEnv(gym.Env):
                 fixes[name] = f"action {a[i]} -> {clipped[i]} (valid: finite, in [-1, 1])"
         veh = self.twin.params.vehicle
         progress_before = self.twin.state.progress
-        report = self.twin.step(Command(clipped[0] * self.config.speed_scale, clipped[1] * veh.steer_max))
+        command = Command(clipped[0] * self.config.speed_scale, clipped[1] * veh.steer_max)
+        info: dict[str, Any] = {}
+        if self.guard:
+            verdict, report, costs = self.guard.step(command, self._scan)
+            cost_terms = costs.indicators
+            info.update(shield=verdict.as_record(), cost_magnitudes=costs.magnitudes,
+                        constraint_margins=costs.margins)
+        else:
+            report = self.twin.step(command)
+            cost_terms = {"collision": float(bool(report.contacts))}
         fixes.update({f"twin.{k}": v for k, v in report.command_fixes.items()})
         self._steps += 1
         st = self.twin.state
-        crashed_now = bool(report.contacts)
         reward_terms = {
             "progress": st.progress - progress_before,
             "centering": -0.05 * (st.d / self.twin.track.half_width) ** 2,
-            "collision": -self.config.collision_penalty if crashed_now else 0.0,
+            "collision": -self.config.collision_penalty if report.contacts else 0.0,
         }
-        cost_terms = {"collision": float(crashed_now)}
-        info = {
+        info.update({
             "reward_terms": reward_terms,
             "cost_terms": cost_terms,
             "cost": sum(cost_terms.values()),
@@ -118,7 +136,7 @@ class CarDriveEnv(gym.Env):
             "action_fixes": fixes,
             "randomization_redraws": report.redraws,
             "t": st.t,
-        }
+        })
         terminated = st.crashed
         truncated = self._steps >= self.config.max_steps
         return self._observe(), float(sum(reward_terms.values())), terminated, truncated, info
