@@ -12,6 +12,7 @@ import numpy as np
 
 from agents.mpc import FrenetMPC, mpc_state
 from agents.mpc_params import MPCParams
+from safety.car_guard import CarGuard
 from twin.actuation import Command
 from twin.car_twin import CarTwin
 
@@ -33,15 +34,25 @@ class Trace:
     """Control periods in which the QP was not solved and the previous plan was used."""
     command_fixes: int
     """Commands the twin had to clamp."""
+    shield: dict
+    """The shield's intervention counts (empty without a guard)."""
+    costs: dict[str, float]
+    """Constraint cost indicators summed over the drive, by constraint (empty without a guard)."""
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
 
 
-def drive(twin: CarTwin, mpc: FrenetMPC, params: MPCParams, duration_s: float) -> Trace:
-    """Drive an already reset twin with the MPC under `params` for `duration_s` simulated seconds."""
+def drive(twin: CarTwin, mpc: FrenetMPC, params: MPCParams, duration_s: float,
+          guard: CarGuard | None = None) -> Trace:
+    """Drive an already reset twin with the MPC under `params` for `duration_s` simulated seconds.
+
+    With a guard, every command passes the shield and constraint costs are summed."""
     mpc.set_params(params)
     mpc.reset()
+    costs: dict[str, float] = {}
+    if guard is not None:
+        guard.reset()
     steps = int(round(duration_s * twin.config.control_hz))
     rows = {name: np.zeros(steps) for name in TRACE_FIELDS}
     solve_times: list[float] = []
@@ -57,7 +68,13 @@ def drive(twin: CarTwin, mpc: FrenetMPC, params: MPCParams, duration_s: float) -
             solve_times.append(out.solve_time_s)
             fallbacks += out.status != "solved"
             out_speed, out_steer = out.speed, out.steer
-        report = twin.step(Command(out_speed, out_steer))
+        if guard is not None:
+            verdict, report, step_costs = guard.step(Command(out_speed, out_steer))
+            out_speed, out_steer = verdict.executed["speed"], verdict.executed["steer"]
+            for name, value in step_costs.indicators.items():
+                costs[name] = costs.get(name, 0.0) + value
+        else:
+            report = twin.step(Command(out_speed, out_steer))
         fixes += bool(report.command_fixes)
         st = twin.state
         for name, value in (("t", st.t), ("x", st.x), ("y", st.y), ("s", st.s), ("d", st.d), ("alpha", st.alpha),
@@ -66,4 +83,5 @@ def drive(twin: CarTwin, mpc: FrenetMPC, params: MPCParams, duration_s: float) -
             rows[name][k] = value
         if st.crashed and crash_time is None:
             crash_time = st.t
-    return Trace(rows, crash_time is not None, crash_time, np.array(solve_times), fallbacks, fixes)
+    shield = guard.counter.as_dict() if guard is not None else {}
+    return Trace(rows, crash_time is not None, crash_time, np.array(solve_times), fallbacks, fixes, shield, costs)

@@ -49,7 +49,9 @@ def drive_metrics(instruction: Instruction, trace: Trace) -> dict[str, float]:
         "progress": float(trace["progress"][-1]) if len(trace["progress"]) else 0.0,
         "crashed": float(trace.crashed),
         "mpc_fallbacks": float(trace.mpc_fallbacks),
-        "mpc_solve_p50_ms": float(np.median(trace.mpc_solve_times) * 1e3),
+        "mpc_solve_p50_ms": float(np.median(trace.mpc_solve_times) * 1e3) if len(trace.mpc_solve_times) else 0.0,
+        "shield_interventions": float(trace.shield.get("interventions", 0)),
+        **{f"cost_{name}": value for name, value in trace.costs.items()},
     }
 
 

@@ -21,6 +21,8 @@ from agents.instructions import CATEGORIES, Instruction, parse_instruction, samp
 from agents.interface import Observation
 from agents.mpc import FrenetMPC, MPCConfig
 from agents.mpc_params import DEFAULT, PARAM_TABLE, MPCParams, clamp_dict
+from safety.car_guard import CarGuard
+from safety.car_spec import CarSafetySpec
 from twin.car_randomization import CAR_RANDOMIZATION
 from twin.car_twin import CarParams, CarTwin, CarTwinConfig
 from twin.config import ConfigError, bounded, check_bounds
@@ -50,6 +52,8 @@ class CarTaskConfig:
     """Domain randomization applied per episode (empty tuple: nominal world)."""
     params: CarParams = CarParams()
     """Nominal world parameters."""
+    safety: CarSafetySpec | None = CarSafetySpec()
+    """Hard constraints: every MPC command passes the shield, costs are counted (None: neither)."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -82,6 +86,7 @@ class CarInstructionEnv(gym.Env):
         self.config = config or CarTaskConfig()
         self._twins: dict[str, CarTwin] = {}
         self._mpcs: dict[str, FrenetMPC] = {}
+        self._guards: dict[str, CarGuard] = {}
         low = np.array([p.low for p in PARAM_TABLE], np.float32)
         high = np.array([p.high for p in PARAM_TABLE], np.float32)
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
@@ -99,6 +104,8 @@ class CarInstructionEnv(gym.Env):
                                 randomization=self.config.randomization)
             self._twins[track] = CarTwin(cfg)
             self._mpcs[track] = FrenetMPC(self._twins[track].track, MPCConfig(dt=1.0 / self.config.control_hz))
+            if self.config.safety is not None:
+                self._guards[track] = CarGuard(self._twins[track], self.config.safety)
         return self._twins[track]
 
     # -- episode -----------------------------------------------------------------------
@@ -157,7 +164,8 @@ class CarInstructionEnv(gym.Env):
         twin = self._twin(self.track_name)
         twin.reset(np.random.default_rng(self.episode_seed), s=self.start_s, v=self.config.start_speed,
                    draws=self.draws)
-        return drive(twin, self._mpcs[self.track_name], params, self.config.duration_s)
+        return drive(twin, self._mpcs[self.track_name], params, self.config.duration_s,
+                     self._guards.get(self.track_name))
 
     def default_attempt(self) -> Attempt:
         """The default parameters' drive of this episode (computed once per episode)."""
@@ -192,7 +200,7 @@ class CarInstructionEnv(gym.Env):
                              f"got shape {a.shape}")
         attempt = self.evaluate({p.name: float(v) for p, v in zip(PARAM_TABLE, a)})
         reward_terms = {"improvement": attempt.improvement}
-        cost_terms = {"collision": attempt.metrics["crashed"]}
+        cost_terms = dict(attempt.trace.costs) or {"collision": attempt.metrics["crashed"]}
         info = {"reward_terms": reward_terms, "cost_terms": cost_terms, "cost": sum(cost_terms.values()),
                 "metrics": attempt.metrics, "default_metrics": self.default_attempt().metrics,
                 "action_fixes": attempt.notes, "params": attempt.params.as_dict()}

@@ -53,8 +53,9 @@ class CarSafetySpec:
     """Lateral acceleration limit of the commanded turn, v^2 tan(steer) / L (m/s^2)."""
     brake_decel: float = bounded(3.5, 0.5, 20.0)
     """Deceleration the shield counts on when braking (m/s^2); below the car's 9.5 and the tyres' grip."""
-    reaction_time: float = bounded(0.15, 0.0, 2.0)
-    """Time before braking takes effect (s): control period, actuation delay, steering lag."""
+    reaction_time: float = bounded(0.3, 0.0, 2.0)
+    """Time before braking takes full effect (s): actuation delay (<= 0.04 s randomized), the speed
+    loop's lag (1 / its gain, about 0.17 s) and steering lag."""
     control_period: float = bounded(0.02, 0.001, 1.0)
     """Time one command is held (s)."""
     clearance: float = bounded(0.06, 0.0, 1.0)

@@ -17,6 +17,81 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _public_key(args: argparse.Namespace):
+    from safety.audit.keys import load_public
+
+    if args.key:
+        return load_public(Path(args.key))
+    beside = Path(args.log).parent / "audit-key.pub"
+    if not beside.exists():
+        raise ConfigError(f"no --key given and no audit-key.pub beside {args.log}; pass the trusted public key")
+    print(f"note: trusting {beside}, stored beside the log; pass --key to verify against an independent copy",
+          file=sys.stderr)
+    return load_public(beside)
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from safety.audit.verify import prove, verify, verify_proof
+
+    public = _public_key(args)
+    report = verify(args.log, public)
+    print(report.summary())
+    if args.prove is not None:
+        proof = prove(args.log, args.prove)
+        ok = verify_proof(proof, public)
+        print(json.dumps({k: v for k, v in proof.items() if k != "entry"}, indent=1))
+        print(f"inclusion of entry {args.prove} in the signed tree of {proof['tree_size']} entries: "
+              f"{'VERIFIED' if ok else 'FAILED'}")
+        return 0 if report.ok and ok else 1
+    return 0 if report.ok else 1
+
+
+def _audit_search(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from safety.audit.search import Query, search, total_cost
+
+    q = Query(kind=None if args.kind == "any" else args.kind, interventions=args.interventions,
+              min_cost=args.min_cost, thought=args.thought, policy=args.policy, since=args.since, until=args.until)
+    hits = list(search(args.log, q))
+    if args.json:
+        for e in hits:
+            print(json.dumps(e))
+        return 0
+    table = Table(title=f"{len(hits)} matching entries")
+    for col in ("seq", "kind", "policy", "instruction", "thought", "interventions", "cost"):
+        table.add_column(col)
+    for e in hits:
+        b = e.get("body", {})
+        table.add_row(str(e["seq"]), e["kind"], str(b.get("policy_id", "")), str(b.get("instruction", ""))[:40],
+                      str(b.get("thought", ""))[:60], str((b.get("shield") or {}).get("interventions", "")),
+                      f"{total_cost(b):.2f}")
+    Console().print(table)
+    return 0
+
+
+def _audit_report(args: argparse.Namespace) -> int:
+    from safety.audit.report import write_audit_report
+
+    out = Path(args.out) if args.out else Path(args.log).with_suffix(".report.html")
+    print(f"report: {write_audit_report(Path(args.log), _public_key(args), out)}")
+    return 0
+
+
+def _audit_repair(args: argparse.Namespace) -> int:
+    from safety.audit.keys import load_private
+    from safety.audit.log import AuditLog
+
+    with AuditLog(args.log, load_private(Path(args.private_key)), repair=True) as log:
+        print(f"{args.log}: {log.size} entries; any torn tail was quarantined and recorded")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shakedown", description="Digital twins for taking robot policies "
                                      "from simulation to real machines safely.")
@@ -29,6 +104,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="runs", help="folder for run outputs")
     demo.set_defaults(func=_demo)
+
+    audit = sub.add_parser("audit", help="verify, search and report on an audit log").add_subparsers(
+        dest="audit_command", required=True)
+    v = audit.add_parser("verify", help="check the hash chain, checkpoints and signatures; prove an entry")
+    v.add_argument("log")
+    v.add_argument("--key", help="trusted Ed25519 public key (PEM); default: audit-key.pub beside the log")
+    v.add_argument("--prove", type=int, metavar="SEQ", help="also prove that entry SEQ is in the signed tree")
+    v.set_defaults(func=_audit_verify)
+    s = audit.add_parser("search", help="find decisions by intervention, cost, thought, policy, time")
+    s.add_argument("log")
+    s.add_argument("--kind", default="decision", help="entry kind, or 'any'")
+    s.add_argument("--interventions", action="store_true", help="only where the shield intervened")
+    s.add_argument("--min-cost", type=float)
+    s.add_argument("--thought", help="phrase in the chain of thought")
+    s.add_argument("--policy", help="policy id (prefix)")
+    s.add_argument("--since", type=float, help="Unix time")
+    s.add_argument("--until", type=float, help="Unix time")
+    s.add_argument("--json", action="store_true", help="print matching entries as JSON lines")
+    s.set_defaults(func=_audit_search)
+    r = audit.add_parser("report", help="HTML report: timeline, interventions, thoughts beside actions")
+    r.add_argument("log")
+    r.add_argument("--key")
+    r.add_argument("-o", "--out")
+    r.set_defaults(func=_audit_report)
+    rp = audit.add_parser("repair", help="quarantine a torn last entry and record that in the log")
+    rp.add_argument("log")
+    rp.add_argument("--private-key", required=True)
+    rp.set_defaults(func=_audit_repair)
     return parser
 
 
@@ -36,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"shakedown: {exc}", file=sys.stderr)
         return 2
 

@@ -47,6 +47,10 @@ class HtmlReport:
         body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
         self._parts.append(f"<table><tr>{head}</tr>{body}</table>")
 
+    def html(self, fragment: str) -> None:
+        """A fragment of HTML the caller has already escaped."""
+        self._parts.append(fragment)
+
     def figure(self, fig: plt.Figure, caption: str = "") -> None:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")

@@ -69,14 +69,28 @@ def test_failed_parse_counts_as_failure_and_drives_safe_defaults(nominal_env):
     assert attempt.params == DEFAULT and not attempt.trace.crashed
 
 
+RECKLESS = {"v_min": 9.0, "v_max": 12.0, "track_safety_margin": 0.0, "alat_max": 20.0}
+"""No margin, no lateral limit, top speed forced: the MPC cannot make the corners."""
+
+
 def test_crash_scores_failure_not_excluded():
-    env = CarInstructionEnv(CarTaskConfig(tracks=("chicane",), duration_s=8.0, randomization=(), camera=False))
+    env = CarInstructionEnv(CarTaskConfig(tracks=("chicane",), duration_s=8.0, randomization=(), camera=False,
+                                          safety=None))
     env.reset(seed=0, options={"category": "velocity"})
-    # No margin, no lateral limit, top speed forced: it cannot make the corners.
-    attempt = env.evaluate({"v_min": 9.0, "v_max": 12.0, "track_safety_margin": 0.0, "alat_max": 20.0})
+    attempt = env.evaluate(RECKLESS)
     env.close()
     assert attempt.trace.crashed
     assert attempt.improvement == FAILURE_IMPROVEMENT
+
+
+def test_shield_keeps_reckless_parameters_from_crashing():
+    env = CarInstructionEnv(CarTaskConfig(tracks=("chicane",), duration_s=8.0, randomization=(), camera=False))
+    env.reset(seed=0, options={"category": "velocity"})
+    attempt = env.evaluate(RECKLESS)
+    env.close()
+    assert not attempt.trace.crashed
+    assert attempt.metrics["shield_interventions"] > 10
+    assert attempt.trace.costs["collision"] == 0
 
 
 def test_step_reports_clamps_and_named_terms(nominal_env):

@@ -1,0 +1,246 @@
+"""An append-only, hash-chained, Merkle-checkpointed log of decisions (one JSON entry a line).
+
+Each entry: {"seq", "kind", "time", "body", "prev", "hash"} with
+hash = SHA-256(canonical JSON of the entry without "hash"); "prev" is the previous entry's
+hash, so changing, deleting or reordering an entry breaks the chain. Every
+`checkpoint_every` entries a checkpoint entry records the Merkle root (RFC 6962) of all
+entries before it, signed with Ed25519; the latest signed head is also kept beside the
+log (`<log>.head.json`), so cutting entries off the end is detected too.
+
+Appends are one `os.write` of one whole line on an O_APPEND descriptor: a process killed
+between appends loses nothing, one killed mid-append loses at most that entry, and a torn
+(partial) last line is detected on the next open and reported; `repair=True` moves it to
+a quarantine file and records that in the chain, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from safety.audit.keys import key_id
+from safety.audit.merkle import leaf_hash, node_hash
+
+GENESIS = "0" * 64
+
+
+class AuditError(ValueError):
+    """The log cannot be used as asked; the message says where and what to do."""
+
+
+class TornTailError(AuditError):
+    """The log ends in a partial line (a write was cut off)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    """How the log is written."""
+
+    checkpoint_every: int = 100
+    """Entries between signed Merkle checkpoints."""
+    fsync: bool = False
+    """fsync after every append: survives power loss, not only a killed process (slower)."""
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 1:
+            raise AuditError("AuditConfig.checkpoint_every must be >= 1")
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types: numpy scalars and arrays become numbers and lists; NaN/inf become strings."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else repr(f)
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def entry_hash(entry: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
+
+
+def head_payload(body: Mapping[str, Any]) -> bytes:
+    """The bytes a checkpoint's signature covers."""
+    return canonical({k: body[k] for k in ("tree_size", "root", "chain_head", "key_id", "signed_at")})
+
+
+class MerkleFrontier:
+    """Merkle tree hash of a growing list in O(log n) per leaf (the perfect subtrees' roots)."""
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, bytes]] = []
+        self.size = 0
+
+    def add(self, leaf: bytes) -> None:
+        self._stack.append((1, leaf))
+        self.size += 1
+        while len(self._stack) > 1 and self._stack[-1][0] == self._stack[-2][0]:
+            (n, right), (_, left) = self._stack.pop(), self._stack.pop()
+            self._stack.append((2 * n, node_hash(left, right)))
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return hashlib.sha256(b"").digest()
+        r = self._stack[-1][1]
+        for _, h in reversed(self._stack[:-1]):
+            r = node_hash(h, r)
+        return r
+
+
+@dataclasses.dataclass
+class LogContents:
+    """What is in a log file, as read (not yet verified)."""
+
+    lines: list[bytes]
+    """Complete lines, without the newline."""
+    torn_tail: tuple[int, bytes] | None
+    """(byte offset, bytes) of a partial last line, if any."""
+
+
+def read_lines(path: Path) -> LogContents:
+    data = Path(path).read_bytes() if Path(path).exists() else b""
+    parts = data.split(b"\n")
+    tail = parts.pop()  # after the last newline: empty unless a write was cut off
+    torn = (len(data) - len(tail), tail) if tail else None
+    return LogContents(parts, torn)
+
+
+class AuditLog:
+    """Writer. Use as a context manager; closing writes a final checkpoint."""
+
+    def __init__(self, path: Path | str, signing_key: Ed25519PrivateKey, config: AuditConfig | None = None,
+                 repair: bool = False) -> None:
+        self.path = Path(path)
+        self.key = signing_key
+        self.key_id = key_id(signing_key.public_key())
+        self.config = config or AuditConfig()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.frames_dir = self.path.with_name(self.path.name + ".frames")
+        self.head_path = self.path.with_name(self.path.name + ".head.json")
+        self._frontier = MerkleFrontier()
+        self._prev = GENESIS
+        self._since_checkpoint = 0
+        contents = read_lines(self.path)
+        for i, line in enumerate(contents.lines):
+            try:
+                entry = json.loads(line)
+                if entry["seq"] != i or entry["prev"] != self._prev or entry_hash(entry) != entry["hash"]:
+                    raise ValueError("chain does not hold")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise AuditError(f"{self.path}: entry on line {i + 1} is invalid ({exc}); run "
+                                 "`shakedown audit verify` on it; appending to a damaged log is refused") from exc
+            self._frontier.add(leaf_hash(line))
+            self._prev = entry["hash"]
+            self._since_checkpoint = 0 if entry["kind"] == "checkpoint" else self._since_checkpoint + 1
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if contents.torn_tail is not None:
+            offset, torn = contents.torn_tail
+            if not repair:
+                os.close(self._fd)
+                raise TornTailError(
+                    f"{self.path}: the last {len(torn)} bytes (from byte {offset}) are a partial entry, "
+                    "cut off mid-write; open with repair=True (or `shakedown audit repair`) to quarantine "
+                    "them and continue")
+            quarantine = self.path.with_name(f"{self.path.name}.torn-{offset}")
+            quarantine.write_bytes(torn)
+            os.truncate(self.path, offset)
+            self.append("repair", {"torn_offset": offset, "torn_bytes": len(torn),
+                                   "torn_sha256": hashlib.sha256(torn).hexdigest(), "quarantined_to": quarantine.name})
+
+    @property
+    def size(self) -> int:
+        """Entries in the log."""
+        return self._frontier.size
+
+    def append(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Append one entry; returns it (with seq and hash). Checkpoints follow automatically."""
+        entry = self._write(kind, body)
+        if kind != "checkpoint":
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= self.config.checkpoint_every:
+                self.checkpoint()
+        return entry
+
+    def _write(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        entry = {"seq": self._frontier.size, "kind": kind, "time": time.time(), "body": jsonable(body),
+                 "prev": self._prev}
+        entry["hash"] = entry_hash(entry)
+        line = canonical(entry)
+        os.write(self._fd, line + b"\n")  # one write of one whole line
+        if self.config.fsync:
+            os.fsync(self._fd)
+        self._frontier.add(leaf_hash(line))
+        self._prev = entry["hash"]
+        return entry
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Sign the Merkle root of everything so far; also refresh the head file beside the log."""
+        body = {"tree_size": self._frontier.size, "root": self._frontier.root().hex(), "chain_head": self._prev,
+                "key_id": self.key_id, "signed_at": time.time()}
+        body["signature"] = self.key.sign(head_payload(body)).hex()
+        entry = self._write("checkpoint", body)
+        self._since_checkpoint = 0
+        tmp = self.head_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=1))
+        os.replace(tmp, self.head_path)
+        return entry
+
+    def store_frame(self, image: np.ndarray) -> str:
+        """Save a camera frame as PNG beside the log; returns its SHA-256 (recorded in entries)."""
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+        data = buf.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        self.frames_dir.mkdir(exist_ok=True)
+        target = self.frames_dir / f"{digest}.png"
+        if not target.exists():
+            target.write_bytes(data)
+        return digest
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        if self._since_checkpoint:
+            self.checkpoint()
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "AuditLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_entries(path: Path | str) -> Iterator[dict[str, Any]]:
+    """Entries that parse, in order (for search and reports; use verify for trust)."""
+    for line in read_lines(Path(path)).lines:
+        try:
+            yield json.loads(line)
+        except ValueError:
+            continue

@@ -1,0 +1,37 @@
+"""The body of a decision entry: what an auditor needs to judge one decision."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from agents.interface import Decision, Observation
+
+
+def decision_body(
+    observation: Observation,
+    decision: Decision,
+    executed: Mapping[str, Any],
+    shield: Mapping[str, Any] | None = None,
+    costs: Mapping[str, float] | None = None,
+    frame_sha256: str | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Decision id, policy id, observation digest, instruction, chain of thought, raw output,
+    parsed and executed action, shield verdict and costs, in one record."""
+    return {
+        "decision_id": decision.decision_id,
+        "sim_time": observation.timestamp,
+        "policy_id": decision.policy_id,
+        "observation_digest": observation.digest(),
+        "state": dict(observation.state),
+        "instruction": observation.instruction,
+        "thought": decision.thought,
+        "raw_output": decision.raw_output,
+        "parse_status": decision.parse_status,
+        "action": dict(decision.action),
+        "executed": dict(executed),
+        "shield": dict(shield or {}),
+        "costs": dict(costs or {}),
+        "frame_sha256": frame_sha256,
+        "context": dict(context or {}),
+    }
