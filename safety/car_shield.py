@@ -31,7 +31,8 @@ from safety.verdict import BACKUP, MODIFIED, PASSED, Verdict
 from twin.actuation import Command
 
 DS = 0.05
-"""Spacing of the points checked along an arc (m)."""
+"""Spacing of the points checked along an arc (m). The map lookups and this sampling are both
+conservative: the free distance the shield measures never exceeds the true one."""
 EPS_V = 0.02
 
 
@@ -90,7 +91,9 @@ class CarShield:
         ox, oy = self.offset * np.cos(yaw_i), self.offset * np.sin(yaw_i)
         both = self.map.lookup(np.concatenate([cx + ox, cx - ox]), np.concatenate([cy + oy, cy - oy]))
         room = np.minimum(both[:n], both[n:])
-        bad = np.flatnonzero(room < self.radius + self.spec.clearance)
+        # Between two samples a circle centre moves up to ~1.4 DS; the clearance field is
+        # 1-Lipschitz, so 0.75 DS more at the samples bounds the dip in between.
+        bad = np.flatnonzero(room < self.radius + self.spec.clearance + 0.75 * DS)
         free = float(sigma[-1]) if len(bad) == 0 else (0.0 if bad[0] == 0 else float(sigma[bad[0] - 1]))
         if st.lidar_points is not None and len(st.lidar_points):
             free = min(free, self._lidar_free(st, kappa, direction, float(sigma[-1])))
@@ -145,8 +148,10 @@ class CarShield:
             cap, why = sp.speed_limit(st.s, self.track_length), "speed: zone limit"
             # Zones ahead: be able to slow to their limit by their start.
             for z in sp.zones:
-                ahead = (z.s_start - st.s) % self.track_length
-                if z.v_max < cap and 0 < ahead < sp.lookahead:
+                to_zone = (z.s_start - st.s) % self.track_length
+                if z.v_max < cap and 0 < to_zone < sp.lookahead:
+                    # Aim to be at the zone's speed a reaction time early: the speed loop lags the command.
+                    ahead = max(0.0, to_zone - z.v_max * sp.reaction_time)
                     t = sp.control_period + sp.reaction_time
                     b = sp.brake_decel
                     v_ok = b * (-t + math.sqrt(t * t + (2 * ahead + z.v_max**2 / b) / b))
@@ -178,14 +183,15 @@ class CarShield:
                 return None
             free = self.free_distance(st, steer, direction, self._need_accept(want))
             v_ok = self._v_accept(free)
-            return direction * min(want, v_ok), free - self._need_accept(min(want, v_ok))
+            return math.copysign(min(want, v_ok), speed), free - self._need_accept(min(want, v_ok))
         # Checking up to what the wanted speed needs is enough: past it, more room changes nothing.
         free = self.free_distance(st, steer, direction, self._need_accept(max(abs(st.v), want)))
         v_ok = self._v_accept(free)
         if abs(st.v) > v_ok + 1e-9:
             return None
         allowed = min(want, v_ok)
-        return direction * allowed, free - self._need_accept(max(abs(st.v), allowed))
+        # The command keeps its own sign (a creep command below EPS_V may oppose the motion).
+        return math.copysign(allowed, speed), free - self._need_accept(max(abs(st.v), allowed))
 
     # -- the filter ------------------------------------------------------------------------
     def filter(self, st: CarShieldState, command: Command) -> Verdict:
@@ -232,8 +238,10 @@ class CarShield:
 
         # Backup controller: brake hard along the recoverable arc with the most room.
         direction = math.copysign(1.0, st.v) if abs(st.v) > EPS_V else 1.0
-        best_steer, best_free = self.last_steer, -1.0
-        for cand in (self.last_steer, steer, *self._candidates):
+        best_steer, best_free = max(-steer_lat, min(steer_lat, self.last_steer)), -1.0
+        for cand in (best_steer, steer, *self._candidates, steer_lat, -steer_lat):
+            if abs(cand) > steer_lat:
+                continue
             free = self.free_distance(st, cand, direction)
             if free > best_free:
                 best_steer, best_free = cand, free
@@ -256,3 +264,34 @@ def lidar_points(cos_a: np.ndarray, sin_a: np.ndarray, ranges: np.ndarray, max_r
     hit = ranges < max_range - 1e-3
     r = ranges[hit]
     return np.stack([r * cos_a[hit], r * sin_a[hit]], axis=1)
+
+
+def model_step(spec: CarSafetySpec, st: CarShieldState, speed: float, steer: float) -> CarShieldState:
+    """One control period of the shield's model under an executed command.
+
+    Steering takes effect at once; speed jumps up to a faster command, and toward a slower
+    one (or zero, when the command reverses direction) at no more than `brake_decel`.
+    The car moves along the arc of `steer`. Used to test that the shield's invariant holds.
+    """
+    dt, b = spec.control_period, spec.brake_decel
+    v = st.v
+    same_dir = abs(v) <= EPS_V or math.copysign(1.0, speed) == math.copysign(1.0, v) or abs(speed) <= EPS_V
+    if same_dir and abs(speed) >= abs(v):
+        v_new = speed
+        travel = abs(speed) * dt
+        direction = math.copysign(1.0, speed if abs(speed) > EPS_V else (v if abs(v) > EPS_V else 1.0))
+    else:
+        floor = abs(speed) if same_dir else 0.0
+        mag = max(floor, abs(v) - b * dt)
+        direction = math.copysign(1.0, v)
+        v_new = direction * mag
+        travel = (abs(v) + mag) / 2 * dt
+    kappa = math.tan(steer) / spec.wheelbase
+    sig = direction * travel
+    yaw = st.yaw + kappa * sig
+    if abs(kappa) > 1e-9:
+        x = st.x + (math.sin(yaw) - math.sin(st.yaw)) / kappa
+        y = st.y - (math.cos(yaw) - math.cos(st.yaw)) / kappa
+    else:
+        x, y = st.x + sig * math.cos(st.yaw), st.y + sig * math.sin(st.yaw)
+    return dataclasses.replace(st, x=x, y=y, yaw=yaw, v=v_new, steer=steer, lidar_points=None)

@@ -13,7 +13,7 @@ def _demo(args: argparse.Namespace) -> int:
     from shakedown.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(track=args.track, episodes_per_category=args.episodes, duration_s=args.duration,
-                        seed=args.seed, out_dir=Path(args.out)))
+                        seed=args.seed, out_dir=Path(args.out), stress_episodes=args.stress_episodes))
     return 0
 
 
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--episodes", type=int, default=3, help="randomized episodes per instruction category")
     demo.add_argument("--duration", type=float, default=8.0, help="simulated seconds per drive")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--stress-episodes", type=int, default=4, help="reckless-driver episodes for the shield test")
     demo.add_argument("--out", default="runs", help="folder for run outputs")
     demo.set_defaults(func=_demo)
 

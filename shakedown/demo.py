@@ -58,8 +58,8 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         load_track(self.track)
-        if self.episodes_per_category < 1:
-            raise ConfigError("DemoConfig.episodes_per_category must be >= 1")
+        if self.episodes_per_category < 1 or self.stress_episodes < 1:
+            raise ConfigError("DemoConfig.episodes_per_category and stress_episodes must be >= 1")
 
 
 @dataclasses.dataclass

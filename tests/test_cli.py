@@ -6,7 +6,7 @@ from shakedown.cli import main
 
 
 def test_demo_writes_report_and_results(tmp_path, capsys):
-    assert main(["demo", "--episodes", "1", "--duration", "2", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--episodes", "1", "--duration", "2", "--stress-episodes", "1", "--out", str(tmp_path)]) == 0
     (run_dir,) = tmp_path.iterdir()
     results = json.loads((run_dir / "results.json").read_text())
     assert [s["category"] for s in results["summary"]] == ["centerline", "velocity", "reverse", "smooth"]
@@ -19,3 +19,23 @@ def test_demo_writes_report_and_results(tmp_path, capsys):
 def test_unknown_track_is_a_clear_error(capsys):
     assert main(["demo", "--track", "moon"]) == 2
     assert "unknown track 'moon'" in capsys.readouterr().err
+
+
+def test_audit_commands_on_the_demo_log(tmp_path, capsys):
+    assert main(["demo", "--episodes", "1", "--duration", "1", "--stress-episodes", "1", "--out", str(tmp_path)]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    log, key = run_dir / "audit.log", run_dir / "audit-key.pub"
+    capsys.readouterr()
+    assert main(["audit", "verify", str(log), "--key", str(key), "--prove", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("OK:") and "VERIFIED" in out
+    assert main(["audit", "search", str(log), "--policy", "scripted", "--json"]) == 0
+    hits = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert len(hits) == 4 and all(h["body"]["policy_id"].startswith("scripted") for h in hits)
+    assert main(["audit", "report", str(log), "--key", str(key), "-o", str(tmp_path / "r.html")]) == 0
+    assert "chain of thought" in (tmp_path / "r.html").read_text()
+    data = bytearray(log.read_bytes())
+    data[200] ^= 1
+    log.write_bytes(bytes(data))
+    assert main(["audit", "verify", str(log), "--key", str(key)]) == 1
+    assert "FAILED at line 1" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from safety.audit.keys import key_id
-from safety.audit.log import GENESIS, MerkleFrontier, entry_hash, head_payload, read_lines
+from safety.audit.log import GENESIS, MerkleFrontier, canonical, entry_hash, head_payload, read_lines
 from safety.audit.merkle import inclusion_path, leaf_hash, verify_inclusion
 
 
@@ -89,6 +89,8 @@ def verify(path: Path | str, public: Ed25519PublicKey) -> VerifyReport:
             return fail(i, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)")
         if entry_hash(entry) != h:
             return fail(i, "entry hash does not match its content (the entry was modified)")
+        if canonical(entry) != line:
+            return fail(i, "entry is not in canonical form (its bytes were edited)")
         if kind == "checkpoint":
             if body.get("tree_size") != i or body.get("root") != frontier.root().hex() or body.get("chain_head") != prev:
                 return fail(i, "checkpoint does not match the entries before it (root, size or chain head)")

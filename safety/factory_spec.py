@@ -1,0 +1,73 @@
+"""The factory cell's declared constraints, after ISO/TS 15066 speed-and-separation monitoring.
+
+Protective separation distance (ISO/TS 15066, 5.5.4):
+    S_p = v_h (T_r + T_s) + v_r T_r + S_s + C + Z_d + Z_r
+with the person's speed v_h, the robot's speed v_r, reaction time T_r, stopping time T_s,
+the robot's stopping distance S_s (here v_r T_s / 2 for a constant deceleration), the
+intrusion distance C and the measurement uncertainties Z_d (person) and Z_r (robot). The
+robot may move at v_r only while the separation S >= S_p, hence
+    v_r <= (S - v_h (T_r + T_s) - C - Z_d - Z_r) / (T_r + T_s / 2),
+and must stop (protective stop) when that bound is <= 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from twin.config import ConfigError, bounded, check_bounds
+
+
+@dataclasses.dataclass(frozen=True)
+class FactorySafetySpec:
+    """Hard constraints of the robot cell and the line."""
+
+    human_speed: float = bounded(1.6, 0.0, 5.0)
+    """Speed assumed for a person walking toward the robot (m/s); ISO 13855's 1.6 m/s."""
+    reaction_time: float = bounded(0.1, 0.0, 2.0)
+    """T_r: from the person being sensed to the robot starting to stop (s)."""
+    stopping_time: float = bounded(0.3, 0.0, 5.0)
+    """T_s: from starting to stop to standing still (s)."""
+    intrusion: float = bounded(0.2, 0.0, 2.0)
+    """C: how far a body part may reach past the sensed position (m)."""
+    person_uncertainty: float = bounded(0.1, 0.0, 2.0)
+    """Z_d: uncertainty of the sensed person position (m)."""
+    robot_uncertainty: float = bounded(0.02, 0.0, 1.0)
+    """Z_r: uncertainty of the robot position (m)."""
+    arm_speed_max: float = bounded(1.0, 0.01, 10.0)
+    """Arm speed limit when nobody is near (m/s)."""
+    belt_speed_max: float = bounded(0.5, 0.01, 5.0)
+    """Belt speed limit (m/s)."""
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FactorySafetySpec":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a factory safety spec must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown factory safety spec field(s) {unknown}; valid: {sorted(known)}")
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"FactorySafetySpec.{key} = {value!r} must be a number")
+        return cls(**data)
+
+    def protective_separation(self, robot_speed: float, human_speed: float | None = None) -> float:
+        """S_p for a robot speed (m)."""
+        v_h = self.human_speed if human_speed is None else human_speed
+        t_r, t_s = self.reaction_time, self.stopping_time
+        return (v_h * (t_r + t_s) + robot_speed * t_r + robot_speed * t_s / 2 + self.intrusion
+                + self.person_uncertainty + self.robot_uncertainty)
+
+    def max_robot_speed(self, separation: float, human_speed: float | None = None) -> float:
+        """Largest arm speed allowed at this separation (0: protective stop)."""
+        v_h = self.human_speed if human_speed is None else max(human_speed, 0.0)
+        t_r, t_s = self.reaction_time, self.stopping_time
+        room = separation - v_h * (t_r + t_s) - self.intrusion - self.person_uncertainty - self.robot_uncertainty
+        if room <= 0:
+            return 0.0
+        denom = t_r + t_s / 2
+        return self.arm_speed_max if denom <= 0 else min(self.arm_speed_max, room / denom)
