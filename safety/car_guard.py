@@ -17,7 +17,7 @@ import numpy as np
 from safety.car_shield import CarShield, CarShieldState, lidar_points
 from safety.car_spec import CarSafetySpec
 from safety.clearance import clearance_map
-from safety.verdict import InterventionCounter, Verdict
+from safety.verdict import InterventionCounter, StepCosts, Verdict
 from twin.actuation import Command
 from twin.car_twin import CarTwin, StepReport
 
@@ -30,18 +30,6 @@ def spec_for_twin(spec: CarSafetySpec, twin: CarTwin) -> CarSafetySpec:
     veh = twin.config.params.vehicle
     return dataclasses.replace(spec, control_period=1.0 / twin.config.control_hz, wheelbase=veh.wheelbase,
                                car_length=veh.length, car_width=veh.width, steer_max=veh.steer_max)
-
-
-@dataclasses.dataclass(frozen=True)
-class StepCosts:
-    """Constraint accounting of one step, by constraint name."""
-
-    indicators: dict[str, float]
-    """1.0 where the constraint was violated this step."""
-    magnitudes: dict[str, float]
-    """How far past the limit (0 when satisfied)."""
-    margins: dict[str, float]
-    """Robustness: distance inside the limit (negative when violated)."""
 
 
 class CarGuard:

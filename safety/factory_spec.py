@@ -38,6 +38,8 @@ class FactorySafetySpec:
     """Arm speed limit when nobody is near (m/s)."""
     belt_speed_max: float = bounded(0.5, 0.01, 5.0)
     """Belt speed limit (m/s)."""
+    control_period: float = bounded(0.05, 0.0, 1.0)
+    """Time a command is held before the next check (s): person and robot close in for this long too."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -63,11 +65,14 @@ class FactorySafetySpec:
                 + self.person_uncertainty + self.robot_uncertainty)
 
     def max_robot_speed(self, separation: float, human_speed: float | None = None) -> float:
-        """Largest arm speed allowed at this separation (0: protective stop)."""
+        """Largest arm speed allowed now, so that S >= S_p still holds at the next check (0: stop).
+
+        Over the control period both may close in at full speed, so that closing is taken off first."""
         v_h = self.human_speed if human_speed is None else max(human_speed, 0.0)
-        t_r, t_s = self.reaction_time, self.stopping_time
-        room = separation - v_h * (t_r + t_s) - self.intrusion - self.person_uncertainty - self.robot_uncertainty
+        t_r, t_s, dt = self.reaction_time, self.stopping_time, self.control_period
+        room = (separation - v_h * (t_r + t_s + dt) - self.intrusion - self.person_uncertainty
+                - self.robot_uncertainty)
         if room <= 0:
             return 0.0
-        denom = t_r + t_s / 2
-        return self.arm_speed_max if denom <= 0 else min(self.arm_speed_max, room / denom)
+        return min(self.arm_speed_max, room / (t_r + t_s / 2 + dt))
+

@@ -58,3 +58,15 @@ class InterventionCounter:
     def as_dict(self) -> dict[str, Any]:
         return {"steps": sum(self.by_kind.values()), "interventions": self.interventions,
                 "by_kind": dict(self.by_kind), "by_reason": dict(self.by_reason)}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCosts:
+    """Constraint accounting of one step, by constraint name (the same for every world)."""
+
+    indicators: dict[str, float]
+    """1.0 where the constraint was violated this step (or the count of violations, e.g. parts dropped)."""
+    magnitudes: dict[str, float]
+    """How far past the limit (0 when satisfied)."""
+    margins: dict[str, float]
+    """Robustness: distance inside the limit (negative when violated)."""

@@ -56,8 +56,18 @@ class AuditConfig:
             raise AuditError("AuditConfig.checkpoint_every must be >= 1")
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def jsonable(obj: Any) -> Any:
     """Plain JSON types: numpy scalars and arrays become numbers and lists; NaN/inf become strings."""
+    t = type(obj)
+    if t in _PLAIN:  # the common case first: exact-type checks are much cheaper than ABC checks
+        return obj
+    if t is float:
+        return obj if math.isfinite(obj) else repr(obj)
+    if t is dict:
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, Mapping):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
