@@ -10,9 +10,15 @@ from twin.config import ConfigError
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.world == "factory":
+        from shakedown.demo_factory import FactoryDemoConfig, run_factory_demo
+
+        run_factory_demo(FactoryDemoConfig(episodes=args.episodes or 3, parts=args.parts, seed=args.seed,
+                                           out_dir=Path(args.out)))
+        return 0
     from shakedown.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(track=args.track, episodes_per_category=args.episodes, duration_s=args.duration,
+    run_demo(DemoConfig(track=args.track, episodes_per_category=args.episodes or 3, duration_s=args.duration,
                         seed=args.seed, out_dir=Path(args.out), stress_episodes=args.stress_episodes))
     return 0
 
@@ -97,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "from simulation to real machines safely.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="default MPC vs scripted expert on a held-out track, with an HTML report")
-    demo.add_argument("--world", choices=["car"], default="car", help="which twin (the factory twin comes later)")
+    demo.add_argument("--world", choices=["car", "factory"], default="car", help="which twin")
     demo.add_argument("--track", default="sprint", help="track name or procedural-<seed> (default: held-out 'sprint')")
-    demo.add_argument("--episodes", type=int, default=3, help="randomized episodes per instruction category")
+    demo.add_argument("--episodes", type=int, default=None,
+                      help="randomized episodes per instruction category (car, default 3) or per policy (factory, default 3)")
+    demo.add_argument("--parts", type=int, default=12, help="factory: parts inspected per episode")
     demo.add_argument("--duration", type=float, default=8.0, help="simulated seconds per drive")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--stress-episodes", type=int, default=4, help="reckless-driver episodes for the shield test")

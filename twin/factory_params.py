@@ -74,7 +74,7 @@ class PersonParams:
 
     speed: float = bounded(1.2, 0.2, 2.5)
     """Walking speed (m/s)."""
-    enter_probability: float = bounded(0.3, 0.0, 1.0)
+    enter_probability: float = bounded(0.15, 0.0, 1.0)
     """Chance, at each turn of the patrol, that the person walks into the robot's cell."""
     patrol_offset: float = bounded(0.0, -0.3, 0.3)
     """Shift of the patrol line away from the cell (m)."""
