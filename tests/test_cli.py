@@ -39,3 +39,13 @@ def test_audit_commands_on_the_demo_log(tmp_path, capsys):
     log.write_bytes(bytes(data))
     assert main(["audit", "verify", str(log), "--key", str(key)]) == 1
     assert "FAILED at line 1" in capsys.readouterr().out
+
+
+def test_factory_demo_writes_report_and_verified_log(tmp_path, capsys):
+    assert main(["demo", "--world", "factory", "--episodes", "1", "--parts", "2", "--out", str(tmp_path)]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [r["policy"] for r in results["results"]] == ["heuristic-inspector-v1", "scripted-inspector-v1"]
+    assert results["audit"].startswith("OK")
+    page = (run_dir / "report.html").read_text()
+    assert "What the camera sees" in page and page.count("data:image/png;base64") == 3

@@ -31,6 +31,10 @@ from twin.sensors import render_camera
 
 DECISIONS = ("accept", "reject", "hold")
 EVENTS = ("jam", "belt_slip", "part_fall", "glare", "person_enter")
+JAM_DETECT_S = 0.5
+"""A part still on a running belt this long is reported jammed (s)."""
+JAM_RETRY_S = 2.0
+"""After this long stopped for a jam, the line tries to run again (s)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,14 +338,19 @@ class FactoryTwin:
                     self.c.removeBody(part.body)
                     part.body = None
                 continue
-            # Jam sensor: a part on a running belt that does not move.
+            # Jam sensor: a part on a running belt that does not move for JAM_DETECT_S. Once
+            # reported, the jam holds (the belt is stopped, so motion cannot clear it) until
+            # JAM_RETRY_S have passed, when the line may try again.
             vx = self.c.getBaseVelocity(part.body)[0][0]
-            if belt > 0.05 and abs(vx) < 0.02 and BELT_X[0] < x < BELT_X[1] and abs(y) < BELT_HALF_WIDTH:
+            if part.stuck_since is not None and self.t - part.stuck_since > JAM_DETECT_S:
+                if self.t - part.stuck_since > JAM_DETECT_S + JAM_RETRY_S:
+                    part.stuck_since = None
+            elif belt > 0.05 and abs(vx) < 0.02 and BELT_X[0] < x < BELT_X[1] and abs(y) < BELT_HALF_WIDTH:
                 part.stuck_since = part.stuck_since if part.stuck_since is not None else self.t
             else:
                 part.stuck_since = None
-        self.jammed = any(p.stuck_since is not None and self.t - p.stuck_since > 0.5 for p in self.parts.values()
-                          if p.status == "belt")
+        self.jammed = any(p.stuck_since is not None and self.t - p.stuck_since > JAM_DETECT_S
+                          for p in self.parts.values() if p.status == "belt")
 
     def _separation(self) -> float:
         pts = self.c.getClosestPoints(self.scene.person, self.scene.arm, 4.0)
