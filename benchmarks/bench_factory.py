@@ -23,10 +23,9 @@ bare, guarded, bare, ...) so load from elsewhere on the machine hits all of them
    loop replaying the stretch that twin is about to drive, restores the state (untimed)
    and then runs the twin over that stretch: bare and twin start from the same parts in
    the same places, stop the belt at the same steps and move the arm along the same path.
-   That pairing matters: the guard slows or stops the arm when the person visits the cell,
-   the belt then waits longer for the arm, and parts resting on a stopped belt fall asleep
-   in Bullet, which makes stepSimulation cheaper; so the guarded twin is compared with a
-   bare loop on its own path, not the unguarded one's. What the bare loop leaves out is the
+   The guard changes the path (it slows or stops the arm when the person visits the cell,
+   and the belt then waits longer for the arm), so the guarded twin is compared with a bare
+   loop on its own path, not the unguarded one's. What the bare loop leaves out is the
    twin's own work: the feeder (creating part bodies), reading part positions and
    velocities, the pick sequence with its inverse kinematics, carrying a held part, the
    forward kinematics of the tool. Overhead = bare steps/s / twin steps/s (and bare on the

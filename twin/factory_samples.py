@@ -13,7 +13,7 @@ import numpy as np
 
 from twin.factory_params import FACTORY_RANDOMIZATION
 from twin.factory_parts import PartSpec, build_part, draw_part
-from twin.factory_twin import FactoryTwin, FactoryTwinConfig
+from twin.factory_twin import FactoryTwin, FactoryTwinConfig, Part
 from twin.factory_world import BELT_TOP, INSPECT_X
 
 
@@ -30,9 +30,11 @@ def part_frames(n: int, seed: int, defect_rate: float = 0.5, randomize: bool = T
             pos = (INSPECT_X + float(rng.uniform(-0.01, 0.01)), float(rng.uniform(-0.02, 0.02)),
                    BELT_TOP + spec.size()[2] / 2 + 0.001)
             body = build_part(twin.c, spec, parts, pos, float(rng.uniform(-0.3, 0.3)), 1.0)
+            twin.parts[-1] = Part(-1, spec, body, 0.0, params=parts)
             frames.append(twin.inspection_image())
             specs.append(spec)
             twin.c.removeBody(body)
+            del twin.parts[-1]
     finally:
         twin.close()
     return np.stack(frames), specs

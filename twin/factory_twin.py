@@ -21,11 +21,11 @@ import pybullet as pb
 from twin.config import ConfigError, bounded, check_bounds
 from twin.factory_arm import CUP_GAP, REACH, Arm, PickTask
 from twin.factory_command import FactoryCommand
-from twin.factory_params import FactoryParams
+from twin.factory_params import FactoryParams, PartParams
 from twin.factory_parts import PartSpec, build_part, draw_part
 from twin.factory_person import Person
 from twin.factory_world import (BELT_HALF_WIDTH, BELT_TOP, BELT_X, BINS, INSPECT_X, PICK_X, SPAWN_X,
-                                FactoryScene)
+                                FactoryScene, InspectionStation)
 from twin.randomization import Draws, Randomizer, Term
 from twin.sensors import render_camera
 
@@ -76,6 +76,8 @@ class Part:
     stuck_since: float | None = None
     pick_failed: bool = False
     """The arm tried and failed to grasp it."""
+    params: PartParams | None = None
+    """The appearance parameters it was made with."""
 
 
 @dataclasses.dataclass
@@ -104,6 +106,7 @@ class FactoryTwin:
         self.config = config or FactoryTwinConfig()
         self.randomizer = Randomizer(self.config.params, self.config.randomization)
         self.scene = FactoryScene()
+        self.station = InspectionStation()
         self.c = self.scene.client
         self.arm = Arm(self.c, self.scene.arm)
         self.person = Person()
@@ -128,6 +131,8 @@ class FactoryTwin:
         self.arm.reset()
         self.person.reset(rng, self.params.person)
         self.scene.apply_colours(self.params.floor_rgb, self.params.belt_rgb)
+        self.station.apply_colours(self.params.floor_rgb, self.params.belt_rgb)
+        self.station.clear()
         self.c.changeDynamics(self.scene.belt, -1, lateralFriction=self.params.belt.friction)
         self._next_spawn = 0.5
         self.events: dict[str, dict[str, Any]] = {}
@@ -193,7 +198,7 @@ class FactoryTwin:
         yaw = float(self._rng.uniform(-0.3, 0.3))
         body = build_part(self.c, spec, pp.parts, (SPAWN_X, y, BELT_TOP + spec.size()[2] / 2 + 0.003), yaw,
                           pp.belt.friction)
-        self.parts[self._next_id] = Part(self._next_id, spec, body, self.t)
+        self.parts[self._next_id] = Part(self._next_id, spec, body, self.t, params=pp.parts)
         self._next_id += 1
         self.counters["spawned"] += 1
         self._next_spawn = self.t + float(self._rng.uniform(pp.feeder.interval_min, pp.feeder.interval_max))
@@ -372,8 +377,15 @@ class FactoryTwin:
     def inspection_image(self) -> np.ndarray:
         """The overhead camera's frame of the inspection point (glare included while it lasts)."""
         cam = self.params.camera
+        in_view = {}
+        for p in self.parts.values():
+            if p.body is not None:
+                pos, orn = self.c.getBasePositionAndOrientation(p.body)
+                if abs(pos[0] - INSPECT_X) < InspectionStation.VIEW_HALF:
+                    in_view[p.id] = (pos, orn, (p.spec, p.params, pos, 0.0, 1.0))
+        self.station.sync(in_view, build_part)
         eye = (INSPECT_X, 0.0, cam.mount_height)
-        img = render_camera(self.c, eye, 0.0, cam, self.params.lighting, self._rng)
+        img = render_camera(self.station.client, eye, 0.0, cam, self.params.lighting, self._rng)
         if "glare" in self.events:
             h, w = img.shape[:2]
             cy, cx = self.events["glare"]["center"] * np.array([h, w])
@@ -383,4 +395,5 @@ class FactoryTwin:
         return img
 
     def close(self) -> None:
+        self.station.close()
         self.scene.close()

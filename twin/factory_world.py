@@ -111,3 +111,54 @@ class FactoryScene:
             self.client.disconnect()
         except pb.error:
             pass
+
+
+class InspectionStation:
+    """A light copy of what the inspection camera sees: floor, belt, rails, and the parts under it.
+
+    Rendering the main scene would pay for the arm's detailed meshes on every frame, though
+    the arm is out of view (TinyRenderer processes every mesh: 10x slower at 64x64). Parts
+    in view are mirrored here as visual replicas posed from the main simulation.
+    """
+
+    VIEW_HALF = 0.25
+    """Parts closer than this to the inspection point (along the belt) are mirrored (m)."""
+
+    def __init__(self) -> None:
+        self.client = bullet_client.BulletClient(connection_mode=pb.DIRECT)
+        c = self.client
+        self.floor = c.createMultiBody(0, -1, c.createVisualShape(pb.GEOM_BOX, halfExtents=[4, 4, 0.001]))
+        length = BELT_X[1] - BELT_X[0]
+        self.belt = c.createMultiBody(0, -1, c.createVisualShape(pb.GEOM_BOX, halfExtents=[length / 2, BELT_HALF_WIDTH, 0.02]),
+                                      basePosition=[(BELT_X[0] + BELT_X[1]) / 2, 0.0, BELT_TOP - 0.02])
+        for side in (1, -1):
+            c.createMultiBody(0, -1, c.createVisualShape(pb.GEOM_BOX, halfExtents=[length / 2, 0.005, 0.015],
+                                                         rgbaColor=[0.8, 0.7, 0.1, 1]),
+                              basePosition=[(BELT_X[0] + BELT_X[1]) / 2, side * (BELT_HALF_WIDTH + 0.005),
+                                            BELT_TOP + 0.015])
+        self.replicas: dict[int, int] = {}
+
+    def apply_colours(self, floor_rgb: tuple[float, ...], belt_rgb: tuple[float, ...]) -> None:
+        self.client.changeVisualShape(self.floor, -1, rgbaColor=[*floor_rgb, 1])
+        self.client.changeVisualShape(self.belt, -1, rgbaColor=[*belt_rgb, 1])
+
+    def clear(self) -> None:
+        for body in self.replicas.values():
+            self.client.removeBody(body)
+        self.replicas = {}
+
+    def sync(self, parts: dict[int, tuple], build) -> None:
+        """Mirror parts {id: (position, orientation, builder args)}; `build(client, *args)` makes a replica."""
+        for pid in list(self.replicas):
+            if pid not in parts:
+                self.client.removeBody(self.replicas.pop(pid))
+        for pid, (pos, orn, args) in parts.items():
+            if pid not in self.replicas:
+                self.replicas[pid] = build(self.client, *args)
+            self.client.resetBasePositionAndOrientation(self.replicas[pid], pos, orn)
+
+    def close(self) -> None:
+        try:
+            self.client.disconnect()
+        except pb.error:
+            pass
