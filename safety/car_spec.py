@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from twin.config import ConfigError, bounded, check_bounds
+from twin.config import ConfigError, bounded, check_bounds, from_mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,13 @@ class SpeedZone:
         s = s % length
         a, b = self.s_start % length, self.s_end % length
         return a <= s < b if a <= b else (s >= a or s < b)
+
+
+def _zones(items: Any) -> tuple[SpeedZone, ...]:
+    try:
+        return tuple(SpeedZone(**z) for z in items)
+    except TypeError as exc:
+        raise ConfigError(f"CarSafetySpec.zones: each zone needs s_start, s_end, v_max ({exc})") from exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,22 +86,7 @@ class CarSafetySpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CarSafetySpec":
         """Strict: unknown keys and invalid values raise ConfigError naming the field."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"a car safety spec must be a mapping of field -> value, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown car safety spec field(s) {unknown}; valid: {sorted(known)}")
-        values = dict(data)
-        if "zones" in values:
-            try:
-                values["zones"] = tuple(SpeedZone(**z) for z in values["zones"])
-            except TypeError as exc:
-                raise ConfigError(f"CarSafetySpec.zones: each zone needs s_start, s_end, v_max ({exc})") from exc
-        for key, value in values.items():
-            if key != "zones" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ConfigError(f"CarSafetySpec.{key} = {value!r} must be a number")
-        return cls(**values)
+        return from_mapping(cls, data, {"zones": _zones})
 
     def speed_limit(self, s: float, length: float) -> float:
         """Forward speed limit at arc length s."""

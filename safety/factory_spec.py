@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from twin.config import ConfigError, bounded, check_bounds
+from twin.config import bounded, check_bounds, from_mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,16 +46,8 @@ class FactorySafetySpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FactorySafetySpec":
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"a factory safety spec must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown factory safety spec field(s) {unknown}; valid: {sorted(known)}")
-        for key, value in data.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"FactorySafetySpec.{key} = {value!r} must be a number")
-        return cls(**data)
+        """Strict: unknown keys and non-numbers raise ConfigError naming the field."""
+        return from_mapping(cls, data)
 
     def protective_separation(self, robot_speed: float, human_speed: float | None = None) -> float:
         """S_p for a robot speed (m)."""

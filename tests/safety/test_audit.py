@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safety.audit.keys import generate, load_private, load_public
+from safety.audit.keys import generate, load_public
 from safety.audit.log import AuditConfig, AuditError, AuditLog, TornTailError, canonical, entry_hash
 from safety.audit.search import Query, search
 from safety.audit.verify import prove, verify, verify_proof

@@ -1,6 +1,5 @@
 """The factory twin: env contract, reproducibility, visible defects, separation monitor, IK, bad input."""
 
-import math
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from twin.factory_env import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskCo
 from twin.factory_params import FACTORY_RANDOMIZATION, FactoryParams, FeederParams
 from twin.factory_parts import KINDS, PartSpec
 from twin.factory_samples import part_frames
-from twin.factory_twin import DECISIONS, FactoryTwin, FactoryTwinConfig
+from twin.factory_twin import FactoryTwin, FactoryTwinConfig
 from twin.factory_world import BELT_TOP, BINS, PICK_X
 from twin.randomization import Randomizer, Term, Uniform
 
