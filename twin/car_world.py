@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 import pybullet as pb
-from pybullet_utils import bullet_client
 
+from twin.bullet import direct_client
 from twin.config import ConfigError, bounded, check_bounds
 from twin.tracks import Track
 
@@ -81,7 +81,7 @@ class CarWorld:
     """A PyBullet DIRECT client holding one track scene and one car body."""
 
     def __init__(self, track: Track, vehicle_length: float, vehicle_width: float, visual_step: int = 5) -> None:
-        self.client = bullet_client.BulletClient(connection_mode=pb.DIRECT)
+        self.client = direct_client()
         self.track = track
         c = self.client
         c.setGravity(0, 0, -9.81)

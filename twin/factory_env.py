@@ -101,7 +101,9 @@ class _FactoryEnvBase(gym.Env):
 
     def metrics(self) -> dict[str, float]:
         """Sorting and safety metrics of the episode so far (ground truth from the twin)."""
-        parts = [p for p in self.twin.parts.values() if p.decision is not None or p.status in ("binned", "dropped")]
+        # The policy is judged on the parts it decided; parts the line held because they reached
+        # the pick station undecided are counted apart ('held_undecided').
+        parts = [p for p in self.twin.parts.values() if p.decision is not None]
         done = [p for p in parts if p.status in ("binned", "dropped")]
         good = [p for p in done if not p.spec.defective]
         bad = [p for p in done if p.spec.defective]
@@ -117,6 +119,7 @@ class _FactoryEnvBase(gym.Env):
             "min_separation": self.min_separation,
             "dropped": float(self.twin.counters["dropped"]),
             "grasp_failures": float(self.twin.counters["grasp_failures"]),
+            "held_undecided": float(self.twin.counters["held_undecided"]),
             "shield_interventions": float(self.guard.counter.interventions),
             "sim_time": self.twin.t,
         }

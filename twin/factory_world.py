@@ -12,7 +12,8 @@ import dataclasses
 
 import pybullet as pb
 import pybullet_data
-from pybullet_utils import bullet_client
+
+from twin.bullet import direct_client
 
 BELT_TOP = 0.5
 BELT_X = (-1.4, 1.0)
@@ -43,7 +44,7 @@ BINS: dict[str, Bin] = {
 }
 
 
-def _open_box(c: bullet_client.BulletClient, center: tuple[float, float], half: float, rim: float,
+def _open_box(c: pb, center: tuple[float, float], half: float, rim: float,
               rgba: tuple[float, ...]) -> int:
     t = 0.01
     parts = [([half, half, t], [0, 0, t])]
@@ -64,7 +65,7 @@ class FactoryScene:
     """Builds the static scene and the robot; holds the body ids."""
 
     def __init__(self) -> None:
-        self.client = bullet_client.BulletClient(connection_mode=pb.DIRECT)
+        self.client = direct_client()
         c = self.client
         c.setAdditionalSearchPath(pybullet_data.getDataPath())
         c.setGravity(0, 0, -9.81)
@@ -125,7 +126,7 @@ class InspectionStation:
     """Parts closer than this to the inspection point (along the belt) are mirrored (m)."""
 
     def __init__(self) -> None:
-        self.client = bullet_client.BulletClient(connection_mode=pb.DIRECT)
+        self.client = direct_client()
         c = self.client
         self.floor = c.createMultiBody(0, -1, c.createVisualShape(pb.GEOM_BOX, halfExtents=[4, 4, 0.001]))
         length = BELT_X[1] - BELT_X[0]
