@@ -70,7 +70,7 @@ def build_vlm(base: str = DEFAULT_MODEL, vision: VisionConfig | None = None,
     model.model.language_model.load_state_dict(text.model.state_dict())
     if not getattr(text.config, "tie_word_embeddings", False):
         model.lm_head.load_state_dict(text.lm_head.state_dict())
-    model.resize_token_embeddings(len(tokenizer))
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.eval()
     return model, tokenizer, model_hash(model_dir)
 

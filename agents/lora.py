@@ -1,0 +1,95 @@
+"""LoRA adapters through peft, saved in peft's format with a manifest beside them.
+
+The manifest records what an adapter needs to be used correctly: the base model's hash
+(loading onto another base is refused), the vision tower's config, the prompt version,
+and the training recipe (command, seed, commit). The vision tower and projector are
+saved with the adapter (`modules_to_save`), so a loaded agent reproduces its outputs
+exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from twin.config import ConfigError, bounded, check_bounds
+
+TEXT_ATTENTION = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)$"
+"""LoRA goes on the language model's attention projections (not the vision tower's)."""
+MANIFEST = "shakedown_manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSettings:
+    r: int = bounded(16, 1, 512)
+    """Rank of the adapters."""
+    alpha: int = bounded(32, 1, 1024)
+    """Scale numerator (scale = alpha / r)."""
+    dropout: float = bounded(0.0, 0.0, 0.9)
+    train_vision: bool = True
+    """Also train (and save) the vision tower and the projector."""
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+
+def add_lora(model: Any, settings: LoraSettings) -> PeftModel:
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=TEXT_ATTENTION,
+                        modules_to_save=["multi_modal_projector", "vision_tower"] if settings.train_vision else None)
+    return get_peft_model(model, config)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def adapter_hash(adapter_dir: Path) -> str:
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if not weights.exists():
+        raise ConfigError(f"no adapter_model.safetensors in {adapter_dir}: not a saved adapter")
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+
+
+def save_adapter(model: PeftModel, out_dir: Path, manifest: dict[str, Any]) -> str:
+    """Save atomically (a complete adapter or none); returns the adapter's hash."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    model.save_pretrained(tmp)
+    (tmp / MANIFEST).write_text(json.dumps({**manifest, "adapter_hash": adapter_hash(tmp)}, indent=1))
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        import shutil
+
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out_dir)
+    return adapter_hash(out_dir)
+
+
+def read_manifest(adapter_dir: Path) -> dict[str, Any]:
+    path = Path(adapter_dir) / MANIFEST
+    if not path.exists():
+        raise ConfigError(f"{adapter_dir} has no {MANIFEST}: not a Shakedown adapter")
+    return json.loads(path.read_text())
+
+
+def load_adapter(base_model: Any, base_hash: str, adapter_dir: Path, trainable: bool = False) -> PeftModel:
+    """The adapter on its base model; refuses a base model with another hash."""
+    manifest = read_manifest(adapter_dir)
+    if manifest.get("base_hash") != base_hash:
+        raise ConfigError(f"adapter {adapter_dir} was trained on base model {manifest.get('base_hash')}, "
+                          f"not on this one ({base_hash}); load the base model it names")
+    return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=trainable)

@@ -1,0 +1,99 @@
+"""Training the VLM agent: SFT end to end in a tiny configuration, resume, adapters, log-probs."""
+
+import json
+
+import pytest
+import torch
+
+from agents.logprobs import action_mask, answer_logprobs, decision_logprob, token_char_spans
+from agents.lora import load_adapter, read_manifest
+from agents.parsing import parse_car
+from agents.sft_data import car_examples, factory_examples
+from agents.train_sft import SFTArgs, train_sft
+from agents.vlm import GenerationConfig, VisionConfig, VLMAgent, build_vlm
+from twin.config import ConfigError
+
+
+def test_expert_examples_parse_back_to_the_expert_action():
+    for ex in car_examples(12, seed=0):
+        p = parse_car(ex.target)
+        assert p.status == "ok" and p.thought
+    for ex in factory_examples(6, seed=0):
+        decision = json.loads(ex.target.split("\n")[-1])["decision"]
+        assert decision == ("reject" if ex.observation.privileged["defective"] else "accept")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft")
+    args = SFTArgs(task="car", examples=6, steps=2, batch_size=1, checkpoint_every=1, out=out, lr=1e-3)
+    adapter = train_sft(args)
+    return args, adapter
+
+
+def test_sft_runs_and_saves_a_manifested_adapter(trained):
+    args, adapter = trained
+    manifest = read_manifest(adapter)
+    assert manifest["prompt_version"] == "car-v1" and manifest["recipe"]["stage"] == "sft"
+    assert manifest["step"] == 2 and len(manifest["adapter_hash"]) == 16
+    curve = json.loads((args.out / "curve.json").read_text())
+    assert [c["step"] for c in curve] == [1, 2] and all(c["loss"] > 0 for c in curve)
+
+
+def test_resume_continues_from_the_checkpoint(trained):
+    args, _ = trained
+    before = json.loads((args.out / "curve.json").read_text())
+    train_sft(SFTArgs(**{**args.__dict__, "steps": 3, "resume": True}))
+    after = json.loads((args.out / "curve.json").read_text())
+    assert [c["step"] for c in after] == [1, 2, 3]
+    assert after[:2] == before  # the first two steps were not redone
+
+
+def test_adapter_reload_reproduces_outputs_exactly_and_refuses_another_base(trained):
+    _, adapter = trained
+    base, tok, base_hash = build_vlm(seed=0)
+    model = load_adapter(base, base_hash, adapter)
+    ex = car_examples(1, seed=5)[0]
+    agent = VLMAgent(model, tok, "car", base_hash, generation=GenerationConfig(max_new_tokens=12))
+    enc = agent.encode(ex.observation)
+    with torch.no_grad():
+        logits_a = model(**enc).logits
+    base2, _, _ = build_vlm(seed=0)
+    model2 = load_adapter(base2, base_hash, adapter)
+    with torch.no_grad():
+        logits_b = model2(**enc).logits
+    assert torch.equal(logits_a, logits_b)
+    assert agent.decide(ex.observation).raw_output == VLMAgent(model2, tok, "car", base_hash,
+                                                               generation=GenerationConfig(max_new_tokens=12)
+                                                               ).decide(ex.observation).raw_output
+    base3, _, _ = build_vlm(seed=0)
+    with pytest.raises(ConfigError, match="trained on base model"):
+        load_adapter(base3, "0" * 16, adapter)
+
+
+def test_cot_and_action_logprob_split_matches_a_direct_computation():
+    model, tok, base_hash = build_vlm(seed=0)
+    agent = VLMAgent(model, tok, "car", base_hash, vision=VisionConfig())
+    ex = car_examples(1, seed=2)[0]
+    enc = agent.encode(ex.observation)
+    ids = tok(ex.target, add_special_tokens=False)["input_ids"]
+    answer = torch.tensor(ids)
+    with torch.no_grad():
+        per_token = answer_logprobs(model, enc, answer)
+        full = torch.cat([enc["input_ids"][0], answer]).unsqueeze(0)
+        logits = model(input_ids=full, attention_mask=torch.ones_like(full), pixel_values=enc["pixel_values"]).logits
+        direct = torch.log_softmax(logits[0].float(), -1)
+        p = enc["input_ids"].shape[1]
+        expected = torch.stack([direct[p - 1 + i, t] for i, t in enumerate(ids)])
+    assert torch.allclose(per_token, expected, atol=1e-5)
+    parsed = parse_car(ex.target)
+    spans = token_char_spans(tok, ids)
+    mask = action_mask(spans, parsed.action_span)
+    text = tok.decode(ids)
+    first_action = int(mask.argmax())
+    assert text[spans[first_action][0]:].lstrip().startswith("{")  # the split is at the JSON, by offsets
+    assert "</think>" in text[:spans[first_action][0] + 1]
+    lam = 0.3
+    value = decision_logprob(per_token, mask, lam)
+    assert value == pytest.approx(lam * float(per_token[mask == 0].sum()) + float(per_token[mask == 1].sum()),
+                                  rel=1e-5)
