@@ -30,14 +30,30 @@ def action_mask(spans: list[tuple[int, int]], action_span: tuple[int, int] | Non
     return torch.tensor([1.0 if end > start else 0.0 for _, end in spans])
 
 
-def answer_logprobs(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answer_ids: torch.Tensor) -> torch.Tensor:
-    """Per-token log p of `answer_ids` (1-D) after the prompt (batch of one), shape (len(answer_ids),)."""
-    ids = torch.cat([prompt["input_ids"][0], answer_ids.to(prompt["input_ids"].device)]).unsqueeze(0)
-    mask = torch.ones_like(ids)
-    out = model(input_ids=ids, attention_mask=mask, pixel_values=prompt["pixel_values"])
+def group_logprobs(model: torch.nn.Module, prompt: dict[str, torch.Tensor],
+                   answers: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-token log p of each answer (1-D id tensors) after the same prompt, in one batch."""
     p = prompt["input_ids"].shape[1]
-    logits = out.logits[0, p - 1 : -1].float()
-    return torch.log_softmax(logits, dim=-1).gather(1, answer_ids.view(-1, 1).to(logits.device)).squeeze(1)
+    width = p + max(len(a) for a in answers)
+    device = prompt["input_ids"].device
+    ids = torch.zeros((len(answers), width), dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, a in enumerate(answers):
+        ids[i, :p] = prompt["input_ids"][0]
+        ids[i, p:p + len(a)] = a.to(device)
+        mask[i, :p + len(a)] = 1
+    pixels = prompt["pixel_values"].expand(len(answers), *prompt["pixel_values"].shape[1:])
+    logits = model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits.float()
+    out = []
+    for i, a in enumerate(answers):
+        lp = torch.log_softmax(logits[i, p - 1 : p - 1 + len(a)], dim=-1)
+        out.append(lp.gather(1, a.view(-1, 1).to(device)).squeeze(1))
+    return out
+
+
+def answer_logprobs(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answer_ids: torch.Tensor) -> torch.Tensor:
+    """Per-token log p of one answer after the prompt (batch of one), shape (len(answer_ids),)."""
+    return group_logprobs(model, prompt, [answer_ids])[0]
 
 
 def decision_logprob(token_logps: torch.Tensor, is_action: torch.Tensor, lam: float) -> torch.Tensor:

@@ -98,6 +98,24 @@ def _audit_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path("runs") / f"{args.stage}-{args.world}"
+    if args.stage == "sft":
+        from agents.train_sft import SFTArgs, train_sft
+
+        adapter = train_sft(SFTArgs(task=args.world, steps=args.steps, seed=args.seed, out=out, resume=args.resume,
+                                    examples=args.examples, batch_size=args.batch_size))
+    elif args.world == "car":
+        from agents.train_grpo import GRPOArgs, train_grpo
+
+        adapter = train_grpo(GRPOArgs(adapter=args.adapter or "", steps=args.steps, seed=args.seed, out=out,
+                                      resume=args.resume, prompts_per_step=args.prompts, group=args.group))
+    else:
+        raise ConfigError("RL for the factory (PPO with chain of thought) is not built yet; use --stage sft")
+    print(f"adapter: {adapter}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shakedown", description="Digital twins for taking robot policies "
                                      "from simulation to real machines safely.")
@@ -113,6 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--stress-episodes", type=int, default=4, help="reckless-driver episodes for the shield test")
     demo.add_argument("--out", default="runs", help="folder for run outputs")
     demo.set_defaults(func=_demo)
+
+    train = sub.add_parser("train", help="train the VLM agent: supervised warm-up, then closed-loop RL")
+    train.add_argument("world", choices=["car", "factory"])
+    train.add_argument("--stage", choices=["sft", "grpo"], default="sft")
+    train.add_argument("--steps", type=int, default=100)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", help="run folder (default runs/<stage>-<world>)")
+    train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    train.add_argument("--adapter", help="grpo: the SFT adapter to start from")
+    train.add_argument("--examples", type=int, default=256, help="sft: expert examples")
+    train.add_argument("--batch-size", type=int, default=4, help="sft: batch size")
+    train.add_argument("--prompts", type=int, default=2, help="grpo: prompts per step")
+    train.add_argument("--group", type=int, default=4, help="grpo: answers per prompt")
+    train.set_defaults(func=_train)
 
     audit = sub.add_parser("audit", help="verify, search and report on an audit log").add_subparsers(
         dest="audit_command", required=True)

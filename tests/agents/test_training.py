@@ -97,3 +97,23 @@ def test_cot_and_action_logprob_split_matches_a_direct_computation():
     value = decision_logprob(per_token, mask, lam)
     assert value == pytest.approx(lam * float(per_token[mask == 0].sum()) + float(per_token[mask == 1].sum()),
                                   rel=1e-5)
+
+
+def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
+    from agents.train_grpo import GRPOArgs, reward_terms, train_grpo
+
+    _, sft_adapter = trained
+    args = GRPOArgs(adapter=str(sft_adapter), steps=1, prompts_per_step=1, group=2, max_new_tokens=8,
+                    duration_s=0.5, out=tmp_path, checkpoint_every=1)
+    adapter = train_grpo(args)
+    log = json.loads((tmp_path / "curve.json").read_text())
+    assert len(log) == 1 and {"reward_driving", "reward_format", "kl", "lambda", "cost"} <= set(log[0])
+    assert read_manifest(adapter)["recipe"]["parent"]["stage"] == "sft"
+    train_grpo(GRPOArgs(**{**args.__dict__, "steps": 2, "resume": True}))
+    log2 = json.loads((tmp_path / "curve.json").read_text())
+    assert [e["step"] for e in log2] == [1, 2] and log2[0] == log[0]
+    # RobotxR1's reward terms on hand-written answers
+    good = reward_terms('<think>slow</think>\\n{"v_max": 1.0, "qv": 50}', 0.5)
+    assert good == {"driving": 0.5, "format": 0.25, "extraction": 0.25, "names": 0.25}
+    bad = reward_terms('no idea {"warp": 1, "v_max": 2}', -1.0)
+    assert bad["format"] == 0 and bad["names"] == 0.125 and bad["extraction"] == 0.25
