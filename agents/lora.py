@@ -86,9 +86,12 @@ def read_manifest(adapter_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_adapter(base_model: Any, base_hash: str, adapter_dir: Path, trainable: bool = False) -> PeftModel:
-    """The adapter on its base model; refuses a base model with another hash."""
+def load_adapter(base_model: Any, base_hash: str, adapter_dir: Path, trainable: bool = False,
+                 task: str | None = None) -> PeftModel:
+    """The adapter on its base model; refuses a base model with another hash, or another task."""
     manifest = read_manifest(adapter_dir)
+    if task is not None and manifest.get("task") != task:
+        raise ConfigError(f"adapter {adapter_dir} was trained for the {manifest.get('task')!r} task, not {task!r}")
     if manifest.get("base_hash") != base_hash:
         raise ConfigError(f"adapter {adapter_dir} was trained on base model {manifest.get('base_hash')}, "
                           f"not on this one ({base_hash}); load the base model it names")

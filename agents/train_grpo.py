@@ -19,7 +19,6 @@ SFT and PPO.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import random
@@ -31,6 +30,7 @@ import torch
 
 from agents.car_metrics import FAILURE_IMPROVEMENT
 from agents.car_task import CarInstructionEnv, CarTaskConfig
+from agents.args import parse_args
 from agents.llm.model_store import DEFAULT_MODEL
 from agents.logprobs import group_logprobs
 from agents.lora import LoraSettings, add_lora, git_commit, load_adapter, read_manifest, save_adapter
@@ -112,7 +112,8 @@ def train_grpo(args: GRPOArgs) -> Path:
     model, tokenizer, base_hash = build_vlm(args.base, vision, seed=args.seed)
     checkpoint = args.out / "checkpoint"
     start_from = checkpoint if args.resume and checkpoint.exists() else (Path(args.adapter) if args.adapter else None)
-    model = load_adapter(model, base_hash, start_from, trainable=True) if start_from else add_lora(model, LoraSettings())
+    model = (load_adapter(model, base_hash, start_from, trainable=True, task="car") if start_from
+             else add_lora(model, LoraSettings()))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
@@ -197,14 +198,7 @@ def train_grpo(args: GRPOArgs) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(GRPOArgs):
-        if f.type == "bool":
-            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true")
-        else:
-            caster = {"int": int, "float": float, "Path": Path}.get(f.type, str)
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=caster, default=f.default)
-    print(f"adapter: {train_grpo(GRPOArgs(**vars(p.parse_args(argv))))}")
+    print(f"adapter: {train_grpo(parse_args(GRPOArgs, argv, __doc__.splitlines()[0]))}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ optimizer, step, generator states, learning curve) is written atomically every
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import random
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.args import parse_args
 from agents.llm.model_store import DEFAULT_MODEL
 from agents.lora import LoraSettings, add_lora, git_commit, load_adapter, save_adapter
 from agents.prompts import VERSIONS
@@ -141,14 +141,7 @@ def train_sft(args: SFTArgs) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(SFTArgs):
-        if f.type == "bool":
-            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true")
-        else:
-            caster = {"int": int, "float": float, "Path": Path}.get(f.type, str)
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=caster, default=f.default)
-    print(f"adapter: {train_sft(SFTArgs(**vars(p.parse_args(argv))))}")
+    print(f"adapter: {train_sft(parse_args(SFTArgs, argv, __doc__.splitlines()[0]))}")
 
 
 if __name__ == "__main__":

@@ -105,13 +105,20 @@ def _train(args: argparse.Namespace) -> int:
 
         adapter = train_sft(SFTArgs(task=args.world, steps=args.steps, seed=args.seed, out=out, resume=args.resume,
                                     examples=args.examples, batch_size=args.batch_size))
-    elif args.world == "car":
+    elif args.stage == "grpo":
+        if args.world != "car":
+            raise ConfigError("GRPO is the car's RL stage; the factory's is --stage ppo")
         from agents.train_grpo import GRPOArgs, train_grpo
 
         adapter = train_grpo(GRPOArgs(adapter=args.adapter or "", steps=args.steps, seed=args.seed, out=out,
                                       resume=args.resume, prompts_per_step=args.prompts, group=args.group))
     else:
-        raise ConfigError("RL for the factory (PPO with chain of thought) is not built yet; use --stage sft")
+        if args.world != "factory":
+            raise ConfigError("PPO with chain of thought is the factory's RL stage; the car's is --stage grpo")
+        from agents.train_ppo import PPOArgs, train_ppo
+
+        adapter = train_ppo(PPOArgs(adapter=args.adapter or "", iterations=args.steps, seed=args.seed, out=out,
+                                    resume=args.resume))
     print(f"adapter: {adapter}")
     return 0
 
@@ -134,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train the VLM agent: supervised warm-up, then closed-loop RL")
     train.add_argument("world", choices=["car", "factory"])
-    train.add_argument("--stage", choices=["sft", "grpo"], default="sft")
-    train.add_argument("--steps", type=int, default=100)
+    train.add_argument("--stage", choices=["sft", "grpo", "ppo"], default="sft",
+                       help="sft (warm-up), grpo (car, closed loop), ppo (factory, chain of thought)")
+    train.add_argument("--steps", type=int, default=100, help="optimizer steps (ppo: iterations)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="run folder (default runs/<stage>-<world>)")
     train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")

@@ -117,3 +117,48 @@ def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
     assert good == {"driving": 0.5, "format": 0.25, "extraction": 0.25, "names": 0.25}
     bad = reward_terms('no idea {"warp": 1, "v_max": 2}', -1.0)
     assert bad["format"] == 0 and bad["names"] == 0.125 and bad["extraction"] == 0.25
+
+
+@pytest.fixture(scope="module")
+def factory_sft(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft-factory")
+    return train_sft(SFTArgs(task="factory", examples=4, steps=1, batch_size=2, out=out))
+
+
+def test_ppo_iteration_end_to_end_and_resume(factory_sft, trained, tmp_path):
+    from agents.train_ppo import PPOArgs, train_ppo
+
+    with pytest.raises(ConfigError, match="trained for the 'car' task"):
+        train_ppo(PPOArgs(adapter=str(trained[1]), iterations=1, out=tmp_path / "wrong"))
+    args = PPOArgs(adapter=str(factory_sft), iterations=1, rollout_steps=2, epochs=1, minibatch=2,
+                   max_new_tokens=8, parts_per_episode=2, out=tmp_path, checkpoint_every=1)
+    train_ppo(args)
+    log = json.loads((tmp_path / "curve.json").read_text())
+    assert len(log) == 1 and {"reward", "accuracy", "parsed", "clipfrac", "lambda"} <= set(log[0])
+    train_ppo(PPOArgs(**{**args.__dict__, "iterations": 2, "resume": True}))
+    log2 = json.loads((tmp_path / "curve.json").read_text())
+    assert [e["iteration"] for e in log2] == [1, 2] and log2[0] == log[0]
+
+
+def test_value_head_reads_the_last_prompt_token_and_gae_matches_by_hand():
+    from agents.train_ppo import Step, ValueHead, gae, score
+
+    model, tok, base_hash = build_vlm(seed=0)
+    agent = VLMAgent(model, tok, "factory", base_hash)
+    ex = factory_examples(1, seed=3)[0]
+    enc = agent.encode(ex.observation)
+    answer = torch.tensor(tok(ex.target, add_special_tokens=False)["input_ids"])
+    head = ValueHead(model.config.text_config.hidden_size)
+    with torch.no_grad():
+        _, value = score(model, head, enc, answer, torch.zeros(len(answer)), 0.5)
+        h_prompt = model(**enc, output_hidden_states=True).hidden_states[-1][0, -1]
+    assert float(value) == pytest.approx(float(head(h_prompt)), abs=1e-4)  # causal: the answer cannot leak in
+    steps = [Step({}, answer, answer, 0.0, v, r, c, d) for v, r, c, d in
+             ((0.5, 1.0, 0.0, False), (0.2, 0.0, 1.0, False), (0.1, 2.0, 0.0, True))]
+    adv, ret = gae(steps, last_value=9.0, gamma=0.9, lam=0.95, penalty=0.5)
+    d2 = 2.0 - 0.1  # terminal: no bootstrap
+    d1 = 0.0 - 0.5 + 0.9 * 0.1 - 0.2
+    d0 = 1.0 + 0.9 * 0.2 - 0.5
+    a1 = d1 + 0.9 * 0.95 * d2
+    assert adv.tolist() == pytest.approx([d0 + 0.9 * 0.95 * a1, a1, d2])
+    assert ret.tolist() == pytest.approx([adv[0] + 0.5, adv[1] + 0.2, adv[2] + 0.1])

@@ -1,0 +1,241 @@
+"""PPO with chain of thought on factory inspection (RL4VLM's method, multi-step), top to bottom.
+
+    python -m agents.train_ppo --adapter runs/sft-factory/adapter --iterations 20
+
+Rollout: for each part the agent sees the frame, writes a chain of thought and a JSON
+decision; the decision is executed in the twin (an unparsable answer executes the safe
+default, hold, and is penalised). The buffer keeps every step's own prompt and image
+(RL4VLM re-scores with the first prompt, one of its bugs), the answer tokens, and which
+answer tokens are the action, found by text offsets. A decision's log-probability is
+lambda * log p(CoT) + log p(action); the value head reads the hidden state of the last
+prompt token. Advantages by GAE on the Lagrangian reward (reward - lambda_c * cost); then
+`epochs` passes of the clipped PPO objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.args import parse_args
+from agents.llm.model_store import DEFAULT_MODEL
+from agents.logprobs import action_mask, token_char_spans
+from agents.lora import LoraSettings, add_lora, git_commit, load_adapter, read_manifest, save_adapter
+from agents.parsing import parse_factory
+from agents.prompts import VERSIONS
+from agents.vlm import VisionConfig, VLMAgent, build_vlm
+from safety.lagrangian import Lagrange, LagrangeConfig
+from shakedown.progress import progress_bar
+from twin.config import bounded, check_bounds
+from twin.factory_env import FactoryInspectionEnv, FactoryTaskConfig
+from twin.factory_twin import DECISIONS
+
+PARSE_PENALTY = -0.5
+"""Reward term added when the answer could not be parsed (the safe default was executed)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOArgs:
+    adapter: str = ""
+    """Adapter to start from (an SFT run's adapter/); empty: a fresh LoRA."""
+    base: str = DEFAULT_MODEL
+    iterations: int = bounded(20, 1, 1_000_000)
+    rollout_steps: int = bounded(16, 1, 100_000)
+    """Decisions collected per iteration."""
+    epochs: int = bounded(4, 1, 100)
+    """PPO passes over each rollout (RL4VLM: 4)."""
+    minibatch: int = bounded(4, 1, 4096)
+    clip: float = bounded(0.1, 0.01, 1.0)
+    """PPO ratio clip (RL4VLM: 0.1)."""
+    lr: float = bounded(1e-5, 1e-8, 1.0)
+    gamma: float = bounded(0.9, 0.0, 1.0)
+    gae_lambda: float = bounded(0.95, 0.0, 1.0)
+    cot_lambda: float = bounded(0.5, 0.0, 1.0)
+    """Weight of the chain of thought's log-probability (RL4VLM: 0.3-0.5 learn)."""
+    value_coef: float = bounded(0.5, 0.0, 100.0)
+    max_grad_norm: float = bounded(1.0, 1e-4, 100.0)
+    max_new_tokens: int = bounded(48, 1, 4096)
+    temperature: float = bounded(1.0, 0.05, 5.0)
+    parts_per_episode: int = bounded(8, 1, 10_000)
+    cost_limit: float = bounded(0.0, 0.0, 1e9)
+    seed: int = 0
+    checkpoint_every: int = bounded(2, 1, 1_000_000)
+    out: Path = Path("runs/ppo-factory")
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+
+class ValueHead(torch.nn.Module):
+    """MLP on the hidden state of the last prompt token (RL4VLM)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(hidden, 256), torch.nn.Tanh(), torch.nn.Linear(256, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h.float()).squeeze(-1)
+
+
+@dataclasses.dataclass
+class Step:
+    """One decision in the rollout buffer, with its own prompt and image."""
+
+    enc: dict[str, torch.Tensor]
+    answer: torch.Tensor
+    is_action: torch.Tensor
+    logp: float
+    value: float
+    reward: float
+    cost: float
+    done: bool
+
+
+def score(model, value_head: ValueHead, enc: dict[str, torch.Tensor], answer: torch.Tensor,
+          is_action: torch.Tensor, cot_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(decision log-prob, value) from one forward pass over prompt + answer."""
+    ids = torch.cat([enc["input_ids"][0], answer]).unsqueeze(0)
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=enc["pixel_values"],
+                output_hidden_states=True)
+    p = enc["input_ids"].shape[1]
+    logps = torch.log_softmax(out.logits[0, p - 1 : -1].float(), -1).gather(1, answer.view(-1, 1)).squeeze(1)
+    logp = cot_lambda * (logps * (1 - is_action)).sum() + (logps * is_action).sum()
+    return logp, value_head(out.hidden_states[-1][0, p - 1])
+
+
+def gae(steps: list[Step], last_value: float, gamma: float, lam: float, penalty: float) -> tuple[np.ndarray, np.ndarray]:
+    """Advantages and returns of the Lagrangian reward (reward - penalty * cost)."""
+    adv = np.zeros(len(steps))
+    running = 0.0
+    for t in reversed(range(len(steps))):
+        s = steps[t]
+        next_value = last_value if t == len(steps) - 1 else steps[t + 1].value
+        nonterminal = 0.0 if s.done else 1.0
+        delta = s.reward - penalty * s.cost + gamma * next_value * nonterminal - s.value
+        running = delta + gamma * lam * nonterminal * running
+        adv[t] = running
+    return adv, adv + np.array([s.value for s in steps])
+
+
+def train_ppo(args: PPOArgs) -> Path:
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    vision = VisionConfig()
+    model, tokenizer, base_hash = build_vlm(args.base, vision, seed=args.seed)
+    checkpoint = args.out / "checkpoint"
+    resuming = args.resume and checkpoint.exists()
+    start_from = checkpoint if resuming else (Path(args.adapter) if args.adapter else None)
+    model = (load_adapter(model, base_hash, start_from, trainable=True, task="factory") if start_from
+             else add_lora(model, LoraSettings()))
+    value_head = ValueHead(model.config.text_config.hidden_size)
+    params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr)
+    lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
+    iteration, log = 0, []
+    if resuming:
+        state = torch.load(checkpoint / "trainer.pt", weights_only=False)
+        value_head.load_state_dict(state["value_head"])
+        optimizer.load_state_dict(state["optimizer"])
+        lagrange.load_state_dict(state["lagrange"])
+        iteration, log = state["iteration"], state["log"]
+    agent = VLMAgent(model, tokenizer, "factory", base_hash, vision=vision)
+    env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=args.parts_per_episode))
+    rng = np.random.default_rng([args.seed, iteration])
+    _, info = env.reset(seed=int(rng.integers(2**31)))
+    manifest = {"base_hash": base_hash, "base": args.base, "vision": dataclasses.asdict(vision),
+                "prompt_version": VERSIONS["factory"], "task": "factory",
+                "recipe": {"stage": "ppo", "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
+                           "commit": git_commit(),
+                           "parent": read_manifest(Path(args.adapter))["recipe"] if args.adapter else None}}
+
+    with progress_bar() as bar:
+        task = bar.add_task("PPO factory", total=args.iterations, completed=iteration)
+        while iteration < args.iterations:
+            t0 = time.perf_counter()
+            model.eval()
+            steps: list[Step] = []
+            correct = parsed_ok = 0
+            while len(steps) < args.rollout_steps:
+                obs = info["observation"]
+                enc = agent.encode(obs)
+                with torch.no_grad():
+                    gen = model.generate(**enc, do_sample=True, temperature=args.temperature, top_p=1.0,
+                                         max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+                answer = gen[0, enc["input_ids"].shape[1]:]
+                ends = (answer == tokenizer.eos_token_id).nonzero()
+                answer = answer[: int(ends[0]) + 1] if len(ends) else answer
+                raw = tokenizer.decode(answer, skip_special_tokens=True)
+                parsed = parse_factory(raw)
+                is_action = action_mask(token_char_spans(tokenizer, answer.tolist()), parsed.action_span)
+                with torch.no_grad():
+                    logp, value = score(model, value_head, enc, answer, is_action, args.cot_lambda)
+                _, reward, term, trunc, info = env.step(DECISIONS.index(parsed.action["decision"]))
+                reward += PARSE_PENALTY if parsed.failed else 0.0
+                correct += info["reward_terms"]["correct"] > 0
+                parsed_ok += not parsed.failed
+                steps.append(Step(enc, answer, is_action, float(logp), float(value), float(reward),
+                                  float(info["cost"]), term or trunc))
+                if term or trunc:
+                    _, info = env.reset(seed=int(rng.integers(2**31)))
+            with torch.no_grad():
+                last = info["observation"]
+                last_enc = agent.encode(last)
+                h = model(**last_enc, output_hidden_states=True).hidden_states[-1][0, -1]
+                last_value = float(value_head(h))
+            adv, returns = gae(steps, last_value, args.gamma, args.gae_lambda, lagrange.value)
+            adv_t = torch.tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=torch.float32)
+            ret_t = torch.tensor(returns, dtype=torch.float32)
+
+            model.train()
+            clipfracs, losses = [], []
+            for _ in range(args.epochs):
+                order = rng.permutation(len(steps))
+                for mb in np.array_split(order, max(1, len(steps) // args.minibatch)):
+                    loss = torch.zeros(())
+                    for i in mb:
+                        s = steps[i]
+                        logp, value = score(model, value_head, s.enc, s.answer, s.is_action, args.cot_lambda)
+                        ratio = torch.exp(logp - s.logp)
+                        surrogate = torch.min(ratio * adv_t[i], torch.clamp(ratio, 1 - args.clip, 1 + args.clip) * adv_t[i])
+                        loss = loss + (-surrogate + args.value_coef * (value - ret_t[i]) ** 2) / len(mb)
+                        clipfracs.append(float((ratio - 1).abs() > args.clip))
+                    optimizer.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+                    optimizer.step()
+                    losses.append(float(loss.detach()))
+            lagrange.update(float(np.mean([s.cost for s in steps])))
+            iteration += 1
+            log.append({"iteration": iteration, "reward": float(np.mean([s.reward for s in steps])),
+                        "accuracy": correct / len(steps), "parsed": parsed_ok / len(steps),
+                        "cost": float(np.mean([s.cost for s in steps])), "lambda": lagrange.value,
+                        "loss": float(np.mean(losses)), "clipfrac": float(np.mean(clipfracs)),
+                        "seconds": time.perf_counter() - t0})
+            bar.update(task, advance=1, description=f"PPO factory acc {log[-1]['accuracy']:.2f}")
+            if iteration % args.checkpoint_every == 0 or iteration == args.iterations:
+                save_adapter(model, checkpoint, {**manifest, "iteration": iteration})
+                torch.save({"value_head": value_head.state_dict(), "optimizer": optimizer.state_dict(),
+                            "lagrange": lagrange.state_dict(), "iteration": iteration, "log": log},
+                           checkpoint / "trainer.pt.tmp")
+                (checkpoint / "trainer.pt.tmp").rename(checkpoint / "trainer.pt")
+    env.close()
+    adapter_dir = args.out / "adapter"
+    save_adapter(model, adapter_dir, {**manifest, "iteration": iteration})
+    (args.out / "curve.json").write_text(json.dumps(log))
+    return adapter_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(f"adapter: {train_ppo(parse_args(PPOArgs, argv, __doc__.splitlines()[0]))}")
+
+
+if __name__ == "__main__":
+    main()
