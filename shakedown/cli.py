@@ -123,6 +123,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from agents.evaluate import EvalConfig, run_eval
+
+    run_eval(EvalConfig(world=args.world, adapters=tuple(args.adapter), zero_shot=not args.no_zero_shot,
+                        episodes=args.episodes, parts=args.parts, max_new_tokens=args.max_new_tokens,
+                        out_dir=Path(args.out)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shakedown", description="Digital twins for taking robot policies "
                                      "from simulation to real machines safely.")
@@ -153,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--prompts", type=int, default=2, help="grpo: prompts per step")
     train.add_argument("--group", type=int, default=4, help="grpo: answers per prompt")
     train.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="policies side by side on held-out worlds")
+    ev.add_argument("world", choices=["car", "factory"])
+    ev.add_argument("--adapter", action="append", default=[], help="adapter directory (repeatable)")
+    ev.add_argument("--no-zero-shot", action="store_true", help="skip the VLM without adapter")
+    ev.add_argument("--episodes", type=int, default=3, help="car: per category; factory: episodes")
+    ev.add_argument("--parts", type=int, default=8, help="factory: parts per episode")
+    ev.add_argument("--max-new-tokens", type=int, default=96)
+    ev.add_argument("--out", default="runs")
+    ev.set_defaults(func=_eval)
 
     audit = sub.add_parser("audit", help="verify, search and report on an audit log").add_subparsers(
         dest="audit_command", required=True)

@@ -1,0 +1,208 @@
+"""`shakedown eval`: policies side by side on held-out worlds, failures counted, never dropped.
+
+Car: the held-out track and held-out paraphrases (and speeds), each episode driven by every
+policy in the same randomized world; score = improvement over the default parameters per
+category, a failed parse or a crash scoring -1. Factory: the same randomized inspection
+episodes for every policy; accuracy, false accept/reject, parse failures.
+The report shows the table, the adapters' learning curves and example chains of thought.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from agents.car_task import CarInstructionEnv, CarTaskConfig
+from agents.expert import FixedParamsPolicy, ScriptedCarExpert
+from agents.factory_policies import HeuristicInspector, ScriptedInspector
+from agents.instructions import CATEGORIES
+from agents.interface import Policy
+from agents.lora import load_adapter, read_manifest
+from agents.vlm import GenerationConfig, VisionConfig, VLMAgent, build_vlm
+from shakedown.progress import progress_bar
+from shakedown.report import HtmlReport, plt
+from twin.config import ConfigError
+from twin.factory_env import FactoryInspectionEnv, FactoryTaskConfig
+from twin.factory_twin import DECISIONS
+from twin.tracks import HELD_OUT
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    world: str = "car"
+    """'car' or 'factory'."""
+    adapters: tuple[str, ...] = ()
+    """Adapter directories to evaluate (each as its own policy)."""
+    zero_shot: bool = True
+    """Also evaluate the assembled VLM without any adapter."""
+    episodes: int = 3
+    """Car: episodes per category; factory: episodes."""
+    parts: int = 8
+    """Factory: parts per episode."""
+    duration_s: float = 8.0
+    max_new_tokens: int = 96
+    seed: int = 1000
+    """Evaluation seeds start here, apart from training's."""
+    out_dir: Path = Path("runs")
+
+    def __post_init__(self) -> None:
+        if self.world not in ("car", "factory"):
+            raise ConfigError(f"EvalConfig.world {self.world!r} must be 'car' or 'factory'")
+        if self.episodes < 1:
+            raise ConfigError("EvalConfig.episodes must be >= 1")
+
+
+def vlm_policies(cfg: EvalConfig) -> list[Policy]:
+    if not cfg.adapters and not cfg.zero_shot:
+        return []
+    vision = VisionConfig()
+    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens)
+    out: list[Policy] = []
+    if cfg.zero_shot:
+        model, tok, base_hash = build_vlm(vision=vision, seed=0)
+        agent = VLMAgent(model, tok, cfg.world, base_hash, generation=gen, vision=vision)
+        agent.policy_id = f"zero-shot ({agent.policy_id})"
+        out.append(agent)
+    for path in cfg.adapters:
+        manifest = read_manifest(Path(path))
+        model, tok, base_hash = build_vlm(manifest.get("base", "smollm2-135m"), vision, seed=0)
+        model = load_adapter(model, base_hash, Path(path), task=cfg.world)
+        out.append(VLMAgent(model, tok, cfg.world, base_hash, manifest["adapter_hash"], generation=gen,
+                            vision=vision))
+    return out
+
+
+def evaluate_car(cfg: EvalConfig, policies: list[Policy]) -> list[dict[str, Any]]:
+    env = CarInstructionEnv(CarTaskConfig(tracks=HELD_OUT, split="heldout", duration_s=cfg.duration_s))
+    rows = []
+    with progress_bar() as bar:
+        task = bar.add_task("evaluating", total=len(CATEGORIES) * cfg.episodes * len(policies))
+        for ci, cat in enumerate(CATEGORIES):
+            for i in range(cfg.episodes):
+                seed = cfg.seed + 100 * ci + i
+                _, info = env.reset(seed=seed, options={"category": cat})
+                obs = info["observation"]
+                for policy in policies:
+                    t0 = time.perf_counter()
+                    decision = policy.decide(obs)
+                    latency = time.perf_counter() - t0
+                    failed = decision.parse_status.startswith("fallback")
+                    attempt = env.evaluate(decision.action, failed_parse=failed)
+                    rows.append({"policy": policy.policy_id, "category": cat, "seed": seed,
+                                 "instruction": info["instruction"], "improvement": attempt.improvement,
+                                 "error": attempt.metrics["error"], "crashed": attempt.trace.crashed,
+                                 "parse_failed": failed, "latency_s": latency, "thought": decision.thought,
+                                 "raw": decision.raw_output})
+                    bar.advance(task)
+    env.close()
+    return rows
+
+
+def evaluate_factory(cfg: EvalConfig, policies: list[Policy]) -> list[dict[str, Any]]:
+    rows = []
+    with progress_bar() as bar:
+        task = bar.add_task("evaluating", total=cfg.episodes * cfg.parts * len(policies))
+        for policy in policies:
+            env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=cfg.parts))
+            for ep in range(cfg.episodes):
+                _, info = env.reset(seed=cfg.seed + ep)
+                done = False
+                while not done:
+                    obs = info["observation"]
+                    t0 = time.perf_counter()
+                    decision = policy.decide(obs)
+                    latency = time.perf_counter() - t0
+                    _, _, term, trunc, info = env.step(DECISIONS.index(decision.action["decision"]))
+                    rows.append({"policy": policy.policy_id, "episode": ep, "defect": obs.privileged["defect"],
+                                 "decision": decision.action["decision"],
+                                 "correct": info["reward_terms"]["correct"] > 0,
+                                 "false_accept": info["reward_terms"]["false_accept"] < 0,
+                                 "false_reject": info["reward_terms"]["false_reject"] < 0,
+                                 "parse_failed": decision.parse_status.startswith("fallback"),
+                                 "latency_s": latency, "thought": decision.thought, "raw": decision.raw_output})
+                    done = term or trunc
+                    bar.advance(task)
+            env.close()
+    return rows
+
+
+def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    if world == "car":
+        header = ["policy", *CATEGORIES, "adaptability", "parse failures", "crashes", "decision p50 (s)"]
+        table = []
+        for p in policies:
+            mine = [r for r in rows if r["policy"] == p]
+            per = [float(np.mean([r["improvement"] for r in mine if r["category"] == c])) for c in CATEGORIES]
+            table.append([p, *(f"{100 * v:.1f} %" for v in per), f"{100 * np.mean(per):.1f} %",
+                          sum(r["parse_failed"] for r in mine), sum(r["crashed"] for r in mine),
+                          f"{np.median([r['latency_s'] for r in mine]):.3f}"])
+        return header, table
+    header = ["policy", "accuracy", "false accept", "false reject", "parse failures", "decision p50 (s)"]
+    table = []
+    for p in policies:
+        mine = [r for r in rows if r["policy"] == p]
+        table.append([p, f"{np.mean([r['correct'] for r in mine]):.3f}",
+                      f"{np.mean([r['false_accept'] for r in mine]):.3f}",
+                      f"{np.mean([r['false_reject'] for r in mine]):.3f}", sum(r["parse_failed"] for r in mine),
+                      f"{np.median([r['latency_s'] for r in mine]):.3f}"])
+    return header, table
+
+
+def _curves_figure(adapters: tuple[str, ...]) -> plt.Figure | None:
+    curves = []
+    for a in adapters:
+        path = Path(a).parent / "curve.json"
+        if path.exists():
+            curves.append((Path(a).parent.name, json.loads(path.read_text())))
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.5), squeeze=False)
+    for ax, (name, curve) in zip(axes[0], curves):
+        key = next(k for k in ("loss", "reward", "accuracy") if k in curve[0])
+        xs = [c.get("step", c.get("iteration")) for c in curve]
+        ax.plot(xs, [c[key] for c in curve])
+        ax.set(title=name, xlabel="step", ylabel=key)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
+    console = console or Console(width=None if Console().is_terminal else 160)
+    baseline: list[Policy] = ([FixedParamsPolicy(), ScriptedCarExpert()] if cfg.world == "car"
+                              else [HeuristicInspector(), ScriptedInspector()])
+    policies = [baseline[0], *vlm_policies(cfg), baseline[1]]
+    rows = evaluate_car(cfg, policies) if cfg.world == "car" else evaluate_factory(cfg, policies)
+    header, table_rows = summary_table(cfg.world, rows)
+    table = Table(title=f"{cfg.world}: held-out evaluation (failed parses count as failures)")
+    for h in header:
+        table.add_column(h, justify="right")
+    for r in table_rows:
+        table.add_row(*(str(v) for v in r))
+    console.print(table)
+    run_dir = cfg.out_dir / f"eval-{cfg.world}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    rep = HtmlReport(f"Shakedown evaluation: {cfg.world}")
+    rep.table(header, table_rows)
+    fig = _curves_figure(cfg.adapters)
+    if fig is not None:
+        rep.heading("Learning curves")
+        rep.figure(fig)
+    rep.heading("Example chains of thought")
+    examples = [r for r in rows if r["raw"]][:12]
+    rep.table(["policy", "case", "chain of thought", "raw answer"],
+              [[r["policy"], r.get("instruction", r.get("defect", "")), r["thought"][:300], r["raw"][:300]]
+               for r in examples] or [["(no language-model policy evaluated)", "", "", ""]])
+    rep.write(run_dir / "report.html")
+    (run_dir / "results.json").write_text(json.dumps({"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
+                                                      "summary": {"header": header, "rows": table_rows},
+                                                      "rows": rows}, indent=1, default=str))
+    console.print(f"report: {run_dir / 'report.html'}")
+    return run_dir
