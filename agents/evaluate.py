@@ -48,7 +48,7 @@ class EvalConfig:
     parts: int = 8
     """Factory: parts per episode."""
     duration_s: float = 8.0
-    max_new_tokens: int = 96
+    max_new_tokens: int = 192
     seed: int = 1000
     """Evaluation seeds start here, apart from training's."""
     out_dir: Path = Path("runs")

@@ -37,6 +37,7 @@ from agents.lora import LoraSettings, add_lora, git_commit, load_adapter, read_m
 from agents.mpc_params import NAMES
 from agents.parsing import parse_car
 from agents.prompts import VERSIONS
+from agents.training_audit import log_sample, open_training_log
 from agents.vlm import VisionConfig, VLMAgent, build_vlm
 from safety.lagrangian import Lagrange, LagrangeConfig
 from shakedown.progress import progress_bar
@@ -66,6 +67,8 @@ class GRPOArgs:
     checkpoint_every: int = bounded(5, 1, 1_000_000)
     out: Path = Path("runs/grpo-car")
     resume: bool = False
+    audit: bool = False
+    """Write every sampled decision (thought, action, reward terms, costs) to out/audit.log."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -129,6 +132,7 @@ def train_grpo(args: GRPOArgs) -> Path:
         reference = load_adapter(build_vlm(args.base, vision, seed=args.seed)[0], base_hash, Path(args.adapter))
         reference.eval()
     env = CarInstructionEnv(CarTaskConfig(tracks=TRAIN_TRACKS, split="train", duration_s=args.duration_s))
+    audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, step])
     parent = read_manifest(start_from)["recipe"] if start_from else None
     manifest = {"base_hash": base_hash, "base": args.base, "vision": dataclasses.asdict(vision),
@@ -155,6 +159,8 @@ def train_grpo(args: GRPOArgs) -> Path:
                     cost = float(sum(attempt.trace.costs.values()))
                     group_r.append(lagrange.penalized(sum(terms.values()), cost))
                     group_c.append(cost)
+                    log_sample(audit, info["observation"], raw, parsed, agent.policy_id, terms, cost,
+                               {"stage": "grpo", "step": step + 1, "instruction": info["instruction"]})
                     for k, v in terms.items():
                         terms_sum[k] = terms_sum.get(k, 0.0) + v
                 r = torch.tensor(group_r)
@@ -191,6 +197,8 @@ def train_grpo(args: GRPOArgs) -> Path:
                             "log": log}, checkpoint / "trainer.pt.tmp")
                 (checkpoint / "trainer.pt.tmp").rename(checkpoint / "trainer.pt")
     env.close()
+    if audit is not None:
+        audit.close()
     adapter_dir = args.out / "adapter"
     save_adapter(model, adapter_dir, {**manifest, "step": step})
     (args.out / "curve.json").write_text(json.dumps(log))

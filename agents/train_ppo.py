@@ -29,6 +29,7 @@ from agents.logprobs import action_mask, token_char_spans
 from agents.lora import LoraSettings, add_lora, git_commit, load_adapter, read_manifest, save_adapter
 from agents.parsing import parse_factory
 from agents.prompts import VERSIONS
+from agents.training_audit import log_sample, open_training_log
 from agents.vlm import VisionConfig, VLMAgent, build_vlm
 from safety.lagrangian import Lagrange, LagrangeConfig
 from shakedown.progress import progress_bar
@@ -68,6 +69,8 @@ class PPOArgs:
     checkpoint_every: int = bounded(2, 1, 1_000_000)
     out: Path = Path("runs/ppo-factory")
     resume: bool = False
+    audit: bool = False
+    """Write every decision of the rollouts (thought, action, reward, cost) to out/audit.log."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -148,6 +151,7 @@ def train_ppo(args: PPOArgs) -> Path:
         iteration, log = state["iteration"], state["log"]
     agent = VLMAgent(model, tokenizer, "factory", base_hash, vision=vision)
     env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=args.parts_per_episode))
+    audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, iteration])
     _, info = env.reset(seed=int(rng.integers(2**31)))
     manifest = {"base_hash": base_hash, "base": args.base, "vision": dataclasses.asdict(vision),
@@ -179,6 +183,8 @@ def train_ppo(args: PPOArgs) -> Path:
                     logp, value = score(model, value_head, enc, answer, is_action, args.cot_lambda)
                 _, reward, term, trunc, info = env.step(DECISIONS.index(parsed.action["decision"]))
                 reward += PARSE_PENALTY if parsed.failed else 0.0
+                log_sample(audit, obs, raw, parsed, agent.policy_id, info["reward_terms"], float(info["cost"]),
+                           {"stage": "ppo", "iteration": iteration + 1, "defect": obs.privileged["defect"]})
                 correct += info["reward_terms"]["correct"] > 0
                 parsed_ok += not parsed.failed
                 steps.append(Step(enc, answer, is_action, float(logp), float(value), float(reward),
@@ -227,6 +233,8 @@ def train_ppo(args: PPOArgs) -> Path:
                            checkpoint / "trainer.pt.tmp")
                 (checkpoint / "trainer.pt.tmp").rename(checkpoint / "trainer.pt")
     env.close()
+    if audit is not None:
+        audit.close()
     adapter_dir = args.out / "adapter"
     save_adapter(model, adapter_dir, {**manifest, "iteration": iteration})
     (args.out / "curve.json").write_text(json.dumps(log))

@@ -91,7 +91,8 @@ def pixel_values(image: np.ndarray | None, size: int) -> torch.Tensor:
 class GenerationConfig:
     """How answers are sampled."""
 
-    max_new_tokens: int = bounded(96, 1, 4096)
+    max_new_tokens: int = bounded(192, 1, 4096)
+    """Room for the chain of thought and the JSON (the SFT answers run to ~130 tokens)."""
     temperature: float = bounded(0.0, 0.0, 5.0)
     """0: greedy."""
     top_p: float = bounded(1.0, 0.01, 1.0)

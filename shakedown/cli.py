@@ -19,7 +19,8 @@ def _demo(args: argparse.Namespace) -> int:
     from shakedown.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(track=args.track, episodes_per_category=args.episodes or 3, duration_s=args.duration,
-                        seed=args.seed, out_dir=Path(args.out), stress_episodes=args.stress_episodes))
+                        seed=args.seed, out_dir=Path(args.out), stress_episodes=args.stress_episodes,
+                        vlm=not args.no_vlm))
     return 0
 
 
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=8.0, help="simulated seconds per drive")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--stress-episodes", type=int, default=4, help="reckless-driver episodes for the shield test")
+    demo.add_argument("--no-vlm", action="store_true", help="skip the VLM agent with the shipped adapter")
     demo.add_argument("--out", default="runs", help="folder for run outputs")
     demo.set_defaults(func=_demo)
 
@@ -169,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-zero-shot", action="store_true", help="skip the VLM without adapter")
     ev.add_argument("--episodes", type=int, default=3, help="car: per category; factory: episodes")
     ev.add_argument("--parts", type=int, default=8, help="factory: parts per episode")
-    ev.add_argument("--max-new-tokens", type=int, default=96)
+    ev.add_argument("--max-new-tokens", type=int, default=192)
     ev.add_argument("--out", default="runs")
     ev.set_defaults(func=_eval)
 

@@ -21,7 +21,7 @@ from rich.table import Table
 from agents.car_task import Attempt, CarInstructionEnv, CarTaskConfig
 from agents.expert import FixedParamsPolicy, ScriptedCarExpert
 from agents.instructions import CATEGORIES
-from agents.interface import Decision, Observation
+from agents.interface import Decision, Observation, Policy
 from safety.audit import keys
 from safety.audit.log import AuditLog
 from safety.audit.records import decision_body
@@ -55,6 +55,8 @@ class DemoConfig:
     """Episodes of the reckless driver, each with and without the shield."""
     stress_steps: int = 400
     """Control steps (50 Hz) per reckless episode."""
+    vlm: bool = True
+    """Also run the VLM agent with the shipped adapter (agents/adapters/car-sft), if present."""
 
     def __post_init__(self) -> None:
         load_track(self.track)
@@ -69,8 +71,12 @@ class EpisodeRow:
     seed: int
     default: Attempt
     expert: Attempt | None
+    vlm: Attempt | None = None
+    vlm_status: str = ""
 
 
+SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "agents" / "adapters" / "car-sft"
+"""The adapter `shakedown train car --stage sft` produced for this release (recipe in its manifest)."""
 SAFETY = CarSafetySpec(zones=(SpeedZone(s_start=20.0, s_end=32.0, v_max=2.0),))
 """The demo's hard constraints: the defaults plus a slow zone (think pit lane) the MPC does not know of."""
 OBSTACLES = (Obstacle(s=45.0, d=0.35, size=0.3), Obstacle(s=70.0, d=-0.3, size=0.35))
@@ -85,10 +91,25 @@ def _log_decision(log: AuditLog, obs: Observation, decision: Decision, attempt: 
                                                   "improvement": attempt.improvement}))
 
 
+def shipped_agent(console: Console) -> Policy | None:
+    """The VLM agent with the adapter shipped in the repository, if there is one."""
+    if not (SHIPPED_ADAPTER / "adapter_model.safetensors").exists():
+        console.print(f"(no shipped adapter at {SHIPPED_ADAPTER}: the VLM column is skipped)")
+        return None
+    from agents.lora import load_adapter, read_manifest
+    from agents.vlm import VisionConfig, VLMAgent, build_vlm
+
+    manifest = read_manifest(SHIPPED_ADAPTER)
+    model, tok, base_hash = build_vlm(manifest.get("base", "smollm2-135m"), VisionConfig(), seed=0)
+    model = load_adapter(model, base_hash, SHIPPED_ADAPTER, task="car")
+    return VLMAgent(model, tok, "car", base_hash, manifest["adapter_hash"])
+
+
 def run_episodes(cfg: DemoConfig, console: Console, log: AuditLog) -> list[EpisodeRow]:
     env = CarInstructionEnv(CarTaskConfig(tracks=(cfg.track,), split="heldout", duration_s=cfg.duration_s,
                                           safety=SAFETY))
     expert, default = ScriptedCarExpert(), FixedParamsPolicy()
+    vlm = shipped_agent(console) if cfg.vlm else None
     rows: list[EpisodeRow] = []
     total = len(CATEGORIES) * cfg.episodes_per_category
     with progress_bar() as bar:
@@ -105,6 +126,11 @@ def run_episodes(cfg: DemoConfig, console: Console, log: AuditLog) -> list[Episo
                 context = {"track": cfg.track, "seed": seed, "category": cat}
                 _log_decision(log, obs, default.decide(obs), row.default, frame, context)
                 _log_decision(log, obs, decision, row.expert, frame, context)
+                if vlm is not None:
+                    answer = vlm.decide(obs)
+                    row.vlm_status = answer.parse_status
+                    row.vlm = env.evaluate(answer.action, failed_parse=answer.parse_status.startswith("fallback"))
+                    _log_decision(log, obs, answer, row.vlm, frame, context)
                 rows.append(row)
                 bar.advance(task)
     env.close()
@@ -168,6 +194,10 @@ def summarize(rows: list[EpisodeRow]) -> list[dict]:
             "expert_crashes": int(sum(r.expert.trace.crashed for r in rs)),
             "default_interventions": int(sum(r.default.trace.shield.get("interventions", 0) for r in rs)),
             "expert_interventions": int(sum(r.expert.trace.shield.get("interventions", 0) for r in rs)),
+            **({"vlm_error": float(np.mean([r.vlm.metrics["error"] for r in rs])),
+                "vlm_improvement": float(np.mean([r.vlm.improvement for r in rs])),
+                "vlm_parse_failures": int(sum(r.vlm_status.startswith("fallback") for r in rs))}
+               if rs[0].vlm is not None else {}),
             "episodes": len(rs),
         })
     return out
@@ -206,11 +236,20 @@ def write_report(cfg: DemoConfig, rows: list[EpisodeRow], summary: list[dict], s
              "and a held-out paraphrase. The default MPC parameters and the scripted expert drive the same "
              "episode; improvement = (default error - expert error) / default error; a crash scores -1.")
     rep.heading("Results")
-    rep.table(["category", "default error", "expert error", "improvement", "default crashes", "expert crashes"],
+    has_vlm = "vlm_improvement" in summary[0]
+    rep.table(["category", "default error", "expert error", "expert improvement", "default crashes", "expert crashes",
+               *(("VLM error", "VLM improvement", "VLM parse failures") if has_vlm else ())],
               [[s["category"], s["default_error"], s["expert_error"], f"{100 * s['improvement']:.1f} %",
-                s["default_crashes"], s["expert_crashes"]] for s in summary])
+                s["default_crashes"], s["expert_crashes"],
+                *((s["vlm_error"], f"{100 * s['vlm_improvement']:.1f} %", s["vlm_parse_failures"]) if has_vlm else ())]
+               for s in summary])
     adapt = float(np.mean([s["improvement"] for s in summary]))
     rep.text(f"Control adaptability of the expert (mean improvement): {100 * adapt:.1f} %")
+    if has_vlm:
+        vlm_adapt = float(np.mean([s["vlm_improvement"] for s in summary]))
+        rep.text(f"Control adaptability of the VLM agent with the shipped adapter: {100 * vlm_adapt:.1f} % "
+                 "(failed parses and crashes score -100 %). Its chains of thought are in the audit log "
+                 "(`shakedown audit report`).")
     rep.heading("The shield")
     rep.text("Every command above passed the shield (a slow zone of 2 m/s at s = 20-32 m that the MPC does not "
              "know of, lateral acceleration and stopping-distance limits). Below, a reckless driver with random "
@@ -251,14 +290,19 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
         stress = shield_stress(cfg, log)
     summary = summarize(rows)
     table = Table(title="Instruction following: default parameters vs scripted expert (shield on)")
-    for col in ("category", "default error", "expert error", "improvement", "crashes (def/exp)", "interventions"):
+    has_vlm = "vlm_improvement" in summary[0]
+    for col in ("category", "default error", "expert error", "improvement", "crashes (def/exp)", "interventions",
+                *(("VLM improvement", "VLM parse failures") if has_vlm else ())):
         table.add_column(col, justify="right")
     for s in summary:
         table.add_row(s["category"], f"{s['default_error']:.3f}", f"{s['expert_error']:.3f}",
                       f"{100 * s['improvement']:.1f} %", f"{s['default_crashes']}/{s['expert_crashes']}",
-                      f"{s['default_interventions']}/{s['expert_interventions']}")
+                      f"{s['default_interventions']}/{s['expert_interventions']}",
+                      *((f"{100 * s['vlm_improvement']:.1f} %", str(s["vlm_parse_failures"])) if has_vlm else ()))
     adapt = float(np.mean([s["improvement"] for s in summary]))
-    table.add_row("[bold]adaptability", "", "", f"[bold]{100 * adapt:.1f} %", "", "")
+    vlm_adapt = f"[bold]{100 * np.mean([s['vlm_improvement'] for s in summary]):.1f} %" if has_vlm else None
+    table.add_row("[bold]adaptability", "", "", f"[bold]{100 * adapt:.1f} %", "", "",
+                  *((vlm_adapt, "") if has_vlm else ()))
     console.print(table)
     st = Table(title="Shield stress test: reckless driver, randomized world, obstacles, a slow zone")
     for col in ("shield", "steps", "collisions", "speed violations", "lat. accel violations", "interventions"):

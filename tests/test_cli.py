@@ -22,7 +22,7 @@ def test_unknown_track_is_a_clear_error(capsys):
 
 
 def test_audit_commands_on_the_demo_log(tmp_path, capsys):
-    assert main(["demo", "--episodes", "1", "--duration", "1", "--stress-episodes", "1", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--episodes", "1", "--duration", "1", "--stress-episodes", "1", "--no-vlm", "--out", str(tmp_path)]) == 0
     (run_dir,) = tmp_path.iterdir()
     log, key = run_dir / "audit.log", run_dir / "audit-key.pub"
     capsys.readouterr()

@@ -104,7 +104,7 @@ def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
 
     _, sft_adapter = trained
     args = GRPOArgs(adapter=str(sft_adapter), steps=1, prompts_per_step=1, group=2, max_new_tokens=8,
-                    duration_s=0.5, out=tmp_path, checkpoint_every=1)
+                    duration_s=0.5, out=tmp_path, checkpoint_every=1, audit=True)
     adapter = train_grpo(args)
     log = json.loads((tmp_path / "curve.json").read_text())
     assert len(log) == 1 and {"reward_driving", "reward_format", "kl", "lambda", "cost"} <= set(log[0])
@@ -112,6 +112,12 @@ def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
     train_grpo(GRPOArgs(**{**args.__dict__, "steps": 2, "resume": True}))
     log2 = json.loads((tmp_path / "curve.json").read_text())
     assert [e["step"] for e in log2] == [1, 2] and log2[0] == log[0]
+    # every sampled answer is on the record, and the record verifies across the resume
+    from safety.audit.keys import load_public
+    from safety.audit.search import Query, search
+    from safety.audit.verify import verify
+    assert verify(tmp_path / "audit.log", load_public(tmp_path / "audit-key.pub")).ok
+    assert len(list(search(tmp_path / "audit.log", Query()))) == 4  # 2 steps x 1 prompt x 2 answers
     # RobotxR1's reward terms on hand-written answers
     good = reward_terms('<think>slow</think>\\n{"v_max": 1.0, "qv": 50}', 0.5)
     assert good == {"driving": 0.5, "format": 0.25, "extraction": 0.25, "names": 0.25}
