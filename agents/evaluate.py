@@ -160,9 +160,10 @@ def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], li
 def _curves_figure(adapters: tuple[str, ...]) -> plt.Figure | None:
     curves = []
     for a in adapters:
-        path = Path(a).parent / "curve.json"
-        if path.exists():
-            curves.append((Path(a).parent.name, json.loads(path.read_text())))
+        # a run folder keeps curve.json beside adapter/; a shipped adapter keeps it inside
+        path = next((p for p in (Path(a) / "curve.json", Path(a).parent / "curve.json") if p.exists()), None)
+        if path is not None:
+            curves.append((Path(a).name, json.loads(path.read_text())))
     if not curves:
         return None
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.5), squeeze=False)

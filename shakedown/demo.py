@@ -289,7 +289,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
         rows = run_episodes(cfg, console, log)
         stress = shield_stress(cfg, log)
     summary = summarize(rows)
-    table = Table(title="Instruction following: default parameters vs scripted expert (shield on)")
+    table = Table(title="Instruction following: default parameters, scripted expert"
+                  + (" and the VLM agent" if "vlm_improvement" in summary[0] else "") + " (shield on)")
     has_vlm = "vlm_improvement" in summary[0]
     for col in ("category", "default error", "expert error", "improvement", "crashes (def/exp)", "interventions",
                 *(("VLM improvement", "VLM parse failures") if has_vlm else ())):
