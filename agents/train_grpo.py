@@ -21,24 +21,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from agents.args import parse_args
 from agents.car_metrics import FAILURE_IMPROVEMENT
 from agents.car_task import CarInstructionEnv, CarTaskConfig
-from agents.args import parse_args
 from agents.llm.model_store import DEFAULT_MODEL
 from agents.logprobs import group_logprobs
-from agents.lora import LoraSettings, add_lora, git_commit, load_adapter, read_manifest, save_adapter
+from agents.lora import load_adapter
 from agents.mpc_params import NAMES
 from agents.parsing import parse_car
-from agents.prompts import VERSIONS
 from agents.training_audit import log_sample, open_training_log
-from agents.vlm import VisionConfig, VLMAgent, build_vlm
+from agents.training_run import finish_run, sample_answers, save_checkpoint, start_run
+from agents.vlm import build_vlm
 from safety.lagrangian import Lagrange, LagrangeConfig
 from shakedown.progress import progress_bar
 from twin.config import bounded, check_bounds
@@ -91,54 +90,26 @@ def reward_terms(raw: str, improvement: float) -> dict[str, float]:
     }
 
 
-def sample_group(agent: VLMAgent, enc: dict[str, torch.Tensor], args: GRPOArgs) -> list[torch.Tensor]:
-    """`group` sampled answers (token ids up to and including the end token)."""
-    g = args.group
-    with torch.no_grad():
-        out = agent.model.generate(
-            input_ids=enc["input_ids"].repeat(g, 1), attention_mask=enc["attention_mask"].repeat(g, 1),
-            pixel_values=enc["pixel_values"].repeat(g, 1, 1, 1), do_sample=True, temperature=args.temperature,
-            top_p=1.0, max_new_tokens=args.max_new_tokens, pad_token_id=agent.tokenizer.pad_token_id)
-    answers = []
-    eos = agent.tokenizer.eos_token_id
-    for row in out[:, enc["input_ids"].shape[1]:]:
-        ends = (row == eos).nonzero()
-        answers.append(row[: int(ends[0]) + 1] if len(ends) else row)
-    return answers
-
-
 def train_grpo(args: GRPOArgs) -> Path:
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    vision = VisionConfig()
-    model, tokenizer, base_hash = build_vlm(args.base, vision, seed=args.seed)
-    checkpoint = args.out / "checkpoint"
-    start_from = checkpoint if args.resume and checkpoint.exists() else (Path(args.adapter) if args.adapter else None)
-    model = (load_adapter(model, base_hash, start_from, trainable=True, task="car") if start_from
-             else add_lora(model, LoraSettings()))
+    run = start_run("car", "grpo", args, args.out, args.base, args.seed, adapter=args.adapter, resume=args.resume)
+    model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
     step, log = 0, []
-    if args.resume and checkpoint.exists():
-        state = torch.load(checkpoint / "trainer.pt", weights_only=False)
+    state = run.trainer_state()
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         lagrange.load_state_dict(state["lagrange"])
         step, log = state["step"], state["log"]
-    agent = VLMAgent(model, tokenizer, "car", base_hash, vision=vision)
     reference = None
     if args.adapter:  # a frozen copy of the starting policy
-        reference = load_adapter(build_vlm(args.base, vision, seed=args.seed)[0], base_hash, Path(args.adapter))
+        reference = load_adapter(build_vlm(args.base, agent.vision, seed=args.seed)[0], run.base_hash,
+                                 Path(args.adapter))
         reference.eval()
     env = CarInstructionEnv(CarTaskConfig(tracks=TRAIN_TRACKS, split="train", duration_s=args.duration_s))
     audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, step])
-    parent = read_manifest(start_from)["recipe"] if start_from else None
-    manifest = {"base_hash": base_hash, "base": args.base, "vision": dataclasses.asdict(vision),
-                "prompt_version": VERSIONS["car"], "task": "car",
-                "recipe": {"stage": "grpo", "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
-                           "commit": git_commit(), "parent": parent}}
 
     with progress_bar() as bar:
         task = bar.add_task("GRPO car", total=args.steps, completed=step)
@@ -149,7 +120,7 @@ def train_grpo(args: GRPOArgs) -> Path:
             for _ in range(args.prompts_per_step):
                 _, info = env.reset(seed=int(rng.integers(2**31)))
                 enc = agent.encode(info["observation"])
-                answers = sample_group(agent, enc, args)
+                answers = sample_answers(agent, enc, args.group, args.temperature, args.max_new_tokens)
                 group_r, group_c = [], []
                 for ids in answers:
                     raw = tokenizer.decode(ids, skip_special_tokens=True)
@@ -192,17 +163,12 @@ def train_grpo(args: GRPOArgs) -> Path:
                         **{f"reward_{k}": v / n for k, v in terms_sum.items()}, "seconds": time.perf_counter() - t0})
             bar.update(task, advance=1, description=f"GRPO car reward {log[-1]['reward']:+.2f}")
             if step % args.checkpoint_every == 0 or step == args.steps:
-                save_adapter(model, checkpoint, {**manifest, "step": step})
-                torch.save({"optimizer": optimizer.state_dict(), "lagrange": lagrange.state_dict(), "step": step,
-                            "log": log}, checkpoint / "trainer.pt.tmp")
-                (checkpoint / "trainer.pt.tmp").rename(checkpoint / "trainer.pt")
+                save_checkpoint(run, {"step": step}, {"optimizer": optimizer.state_dict(),
+                                                      "lagrange": lagrange.state_dict(), "log": log})
     env.close()
     if audit is not None:
         audit.close()
-    adapter_dir = args.out / "adapter"
-    save_adapter(model, adapter_dir, {**manifest, "step": step})
-    (args.out / "curve.json").write_text(json.dumps(log))
-    return adapter_dir
+    return finish_run(run, {"step": step}, log)
 
 
 def main(argv: list[str] | None = None) -> None:

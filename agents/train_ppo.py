@@ -15,8 +15,6 @@ prompt token. Advantages by GAE on the Lagrangian reward (reward - lambda_c * co
 from __future__ import annotations
 
 import dataclasses
-import json
-import random
 import time
 from pathlib import Path
 
@@ -26,11 +24,9 @@ import torch
 from agents.args import parse_args
 from agents.llm.model_store import DEFAULT_MODEL
 from agents.logprobs import action_mask, token_char_spans
-from agents.lora import LoraSettings, add_lora, git_commit, load_adapter, read_manifest, save_adapter
 from agents.parsing import parse_factory
-from agents.prompts import VERSIONS
 from agents.training_audit import log_sample, open_training_log
-from agents.vlm import VisionConfig, VLMAgent, build_vlm
+from agents.training_run import finish_run, sample_answers, save_checkpoint, start_run
 from safety.lagrangian import Lagrange, LagrangeConfig
 from shakedown.progress import progress_bar
 from twin.config import bounded, check_bounds
@@ -128,37 +124,24 @@ def gae(steps: list[Step], last_value: float, gamma: float, lam: float, penalty:
 
 
 def train_ppo(args: PPOArgs) -> Path:
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    vision = VisionConfig()
-    model, tokenizer, base_hash = build_vlm(args.base, vision, seed=args.seed)
-    checkpoint = args.out / "checkpoint"
-    resuming = args.resume and checkpoint.exists()
-    start_from = checkpoint if resuming else (Path(args.adapter) if args.adapter else None)
-    model = (load_adapter(model, base_hash, start_from, trainable=True, task="factory") if start_from
-             else add_lora(model, LoraSettings()))
+    run = start_run("factory", "ppo", args, args.out, args.base, args.seed, adapter=args.adapter,
+                    resume=args.resume)
+    model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
     value_head = ValueHead(model.config.text_config.hidden_size)
     params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
     iteration, log = 0, []
-    if resuming:
-        state = torch.load(checkpoint / "trainer.pt", weights_only=False)
+    state = run.trainer_state()
+    if state is not None:
         value_head.load_state_dict(state["value_head"])
         optimizer.load_state_dict(state["optimizer"])
         lagrange.load_state_dict(state["lagrange"])
         iteration, log = state["iteration"], state["log"]
-    agent = VLMAgent(model, tokenizer, "factory", base_hash, vision=vision)
     env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=args.parts_per_episode))
     audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, iteration])
     _, info = env.reset(seed=int(rng.integers(2**31)))
-    manifest = {"base_hash": base_hash, "base": args.base, "vision": dataclasses.asdict(vision),
-                "prompt_version": VERSIONS["factory"], "task": "factory",
-                "recipe": {"stage": "ppo", "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
-                           "commit": git_commit(),
-                           "parent": read_manifest(Path(args.adapter))["recipe"] if args.adapter else None}}
 
     with progress_bar() as bar:
         task = bar.add_task("PPO factory", total=args.iterations, completed=iteration)
@@ -170,12 +153,7 @@ def train_ppo(args: PPOArgs) -> Path:
             while len(steps) < args.rollout_steps:
                 obs = info["observation"]
                 enc = agent.encode(obs)
-                with torch.no_grad():
-                    gen = model.generate(**enc, do_sample=True, temperature=args.temperature, top_p=1.0,
-                                         max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-                answer = gen[0, enc["input_ids"].shape[1]:]
-                ends = (answer == tokenizer.eos_token_id).nonzero()
-                answer = answer[: int(ends[0]) + 1] if len(ends) else answer
+                answer = sample_answers(agent, enc, 1, args.temperature, args.max_new_tokens)[0]
                 raw = tokenizer.decode(answer, skip_special_tokens=True)
                 parsed = parse_factory(raw)
                 is_action = action_mask(token_char_spans(tokenizer, answer.tolist()), parsed.action_span)
@@ -227,18 +205,13 @@ def train_ppo(args: PPOArgs) -> Path:
                         "seconds": time.perf_counter() - t0})
             bar.update(task, advance=1, description=f"PPO factory acc {log[-1]['accuracy']:.2f}")
             if iteration % args.checkpoint_every == 0 or iteration == args.iterations:
-                save_adapter(model, checkpoint, {**manifest, "iteration": iteration})
-                torch.save({"value_head": value_head.state_dict(), "optimizer": optimizer.state_dict(),
-                            "lagrange": lagrange.state_dict(), "iteration": iteration, "log": log},
-                           checkpoint / "trainer.pt.tmp")
-                (checkpoint / "trainer.pt.tmp").rename(checkpoint / "trainer.pt")
+                save_checkpoint(run, {"iteration": iteration}, {"value_head": value_head.state_dict(),
+                                                                "optimizer": optimizer.state_dict(),
+                                                                "lagrange": lagrange.state_dict(), "log": log})
     env.close()
     if audit is not None:
         audit.close()
-    adapter_dir = args.out / "adapter"
-    save_adapter(model, adapter_dir, {**manifest, "iteration": iteration})
-    (args.out / "curve.json").write_text(json.dumps(log))
-    return adapter_dir
+    return finish_run(run, {"iteration": iteration}, log)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,8 +13,6 @@ optimizer, step, generator states, learning curve) is written atomically every
 from __future__ import annotations
 
 import dataclasses
-import json
-import random
 import time
 from pathlib import Path
 
@@ -23,10 +21,11 @@ import torch
 
 from agents.args import parse_args
 from agents.llm.model_store import DEFAULT_MODEL
-from agents.lora import LoraSettings, add_lora, git_commit, load_adapter, save_adapter
+from agents.lora import LoraSettings
 from agents.prompts import VERSIONS
 from agents.sft_data import Example, car_examples, factory_examples
-from agents.vlm import VisionConfig, VLMAgent, build_vlm
+from agents.training_run import finish_run, save_checkpoint, start_run
+from agents.vlm import VLMAgent
 from shakedown.progress import progress_bar
 from twin.config import ConfigError, bounded, check_bounds
 
@@ -85,46 +84,27 @@ def batch_tensors(agent: VLMAgent, batch: list[Example]) -> dict[str, torch.Tens
 
 
 def train_sft(args: SFTArgs) -> Path:
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    vision = VisionConfig()
-    model, tokenizer, base_hash = build_vlm(args.base, vision, seed=args.seed)
-    checkpoint = args.out / "checkpoint"
-    if args.resume and checkpoint.exists():
-        model = load_adapter(model, base_hash, checkpoint, trainable=True)
-        state = torch.load(checkpoint / "trainer.pt", weights_only=False)
-    else:
-        model = add_lora(model, LoraSettings(r=args.lora_r))
-        state = None
+    run = start_run(args.task, "sft", args, args.out, args.base, args.seed, resume=args.resume,
+                    lora=LoraSettings(r=args.lora_r))
+    model = run.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     step, curve = 0, []
+    state = run.trainer_state()
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         step, curve = state["step"], state["curve"]
         torch.set_rng_state(state["torch_rng"])
-    agent = VLMAgent(model, tokenizer, args.task, base_hash, vision=vision)
     data = make_examples(args)
     rng = np.random.default_rng([args.seed, step])
-    manifest = {"base_hash": base_hash, "base": args.base, "vision": dataclasses.asdict(vision),
-                "prompt_version": VERSIONS[args.task], "task": args.task,
-                "recipe": {"stage": "sft", "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
-                           "commit": git_commit()}}
-
-    def save_checkpoint() -> None:
-        save_adapter(model, checkpoint, {**manifest, "step": step})
-        torch.save({"optimizer": optimizer.state_dict(), "step": step, "curve": curve,
-                    "torch_rng": torch.get_rng_state()}, checkpoint / "trainer.pt.tmp")
-        (checkpoint / "trainer.pt.tmp").rename(checkpoint / "trainer.pt")
 
     with progress_bar() as bar:
         task = bar.add_task(f"SFT {args.task}", total=args.steps, completed=step)
         while step < args.steps:
             batch = [data[i] for i in rng.choice(len(data), size=min(args.batch_size, len(data)), replace=False)]
             t0 = time.perf_counter()
-            loss = model(**batch_tensors(agent, batch)).loss
+            loss = model(**batch_tensors(run.agent, batch)).loss
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -133,11 +113,9 @@ def train_sft(args: SFTArgs) -> Path:
             curve.append({"step": step, "loss": float(loss.detach()), "seconds": time.perf_counter() - t0})
             bar.update(task, advance=1, description=f"SFT {args.task} loss {float(loss.detach()):.3f}")
             if step % args.checkpoint_every == 0 or step == args.steps:
-                save_checkpoint()
-    adapter_dir = args.out / "adapter"
-    save_adapter(model, adapter_dir, {**manifest, "step": step})
-    (args.out / "curve.json").write_text(json.dumps(curve))
-    return adapter_dir
+                save_checkpoint(run, {"step": step}, {"optimizer": optimizer.state_dict(), "curve": curve,
+                                                      "torch_rng": torch.get_rng_state()})
+    return finish_run(run, {"step": step}, curve)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,8 +44,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import ctypes  # noqa: E402
 import dataclasses  # noqa: E402
 import datetime  # noqa: E402
 import importlib.metadata  # noqa: E402
@@ -55,7 +53,7 @@ import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Iterator, Sequence  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pybullet as pb  # noqa: E402
@@ -73,6 +71,7 @@ from agents.mpc import FrenetMPC, MPCConfig  # noqa: E402
 from agents.mpc_params import DEFAULT  # noqa: E402
 from twin import vehicle  # noqa: E402
 from twin.actuation import Command  # noqa: E402
+from twin.bullet import quiet_stdout  # noqa: E402
 from twin.car_env import CarDriveConfig, CarDriveEnv  # noqa: E402
 from twin.car_twin import CarParams, CarTwin, CarTwinConfig  # noqa: E402
 from twin.car_world import BODY_HEIGHT  # noqa: E402
@@ -92,24 +91,6 @@ TARGETS = {
 
 
 # -- helpers ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Silence C-level stdout (PyBullet prints 'argv[0]=' on every connect) for a block."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    try:
-        yield
-    finally:
-        # Flush C's buffer while it still points at /dev/null, or it would surface later.
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-
-
 def summarize(samples: Sequence[float]) -> dict[str, Any]:
     """Median, min, max and spread (half range, % of median) of repeated measurements."""
     a = np.asarray(samples, dtype=float)

@@ -1,0 +1,104 @@
+"""What every trainer of the VLM agent does the same way: seeding, the policy to train
+(a fresh LoRA, a starting adapter, or the run's own checkpoint), sampling answers,
+atomic checkpoints and the final adapter. The trainers keep only their algorithm."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.lora import (
+    LoraSettings,
+    add_lora,
+    git_commit,
+    load_adapter,
+    read_manifest,
+    save_adapter,
+)
+from agents.prompts import VERSIONS
+from agents.vlm import VisionConfig, VLMAgent, build_vlm
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclasses.dataclass
+class Run:
+    """The policy being trained and where its run lives."""
+
+    agent: VLMAgent
+    base_hash: str
+    out: Path
+    resuming: bool
+    """Continuing from out/checkpoint."""
+    manifest: dict[str, Any]
+
+    @property
+    def model(self) -> Any:
+        return self.agent.model
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint"
+
+    def trainer_state(self) -> dict[str, Any] | None:
+        return torch.load(self.checkpoint / "trainer.pt", weights_only=False) if self.resuming else None
+
+
+def start_run(task: str, stage: str, args: Any, out: Path, base: str, seed: int, adapter: str = "",
+              resume: bool = False, lora: LoraSettings | None = None) -> Run:
+    """Seed, build the VLM, and attach the adapter to train: the checkpoint when resuming, else the
+    starting adapter (checked against the base model and the task), else a fresh LoRA."""
+    seed_everything(seed)
+    vision = VisionConfig()
+    model, tokenizer, base_hash = build_vlm(base, vision, seed=seed)
+    checkpoint = out / "checkpoint"
+    resuming = resume and (checkpoint / "trainer.pt").exists()
+    start = checkpoint if resuming else (Path(adapter) if adapter else None)
+    model = (load_adapter(model, base_hash, start, trainable=True, task=task) if start
+             else add_lora(model, lora or LoraSettings()))
+    manifest = {"base_hash": base_hash, "base": base, "vision": dataclasses.asdict(vision),
+                "prompt_version": VERSIONS[task], "task": task,
+                "recipe": {"stage": stage, "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
+                           "commit": git_commit(), "parent": read_manifest(Path(adapter))["recipe"] if adapter else None}}
+    return Run(VLMAgent(model, tokenizer, task, base_hash, vision=vision), base_hash, out, resuming, manifest)
+
+
+def sample_answers(agent: VLMAgent, enc: dict[str, torch.Tensor], n: int, temperature: float,
+                   max_new_tokens: int) -> list[torch.Tensor]:
+    """n sampled answers to one prompt, each cut after its end token."""
+    with torch.no_grad():
+        out = agent.model.generate(
+            input_ids=enc["input_ids"].repeat(n, 1), attention_mask=enc["attention_mask"].repeat(n, 1),
+            pixel_values=enc["pixel_values"].repeat(n, 1, 1, 1), do_sample=True, temperature=temperature,
+            top_p=1.0, max_new_tokens=max_new_tokens, pad_token_id=agent.tokenizer.pad_token_id)
+    eos = agent.tokenizer.eos_token_id
+    answers = []
+    for row in out[:, enc["input_ids"].shape[1]:]:
+        ends = (row == eos).nonzero()
+        answers.append(row[: int(ends[0]) + 1] if len(ends) else row)
+    return answers
+
+
+def save_checkpoint(run: Run, progress: dict[str, Any], state: dict[str, Any]) -> None:
+    """Adapter and trainer state, each written whole or not at all."""
+    save_adapter(run.model, run.checkpoint, {**run.manifest, **progress})
+    tmp = run.checkpoint / "trainer.pt.tmp"
+    torch.save({**state, **progress}, tmp)
+    tmp.rename(run.checkpoint / "trainer.pt")
+
+
+def finish_run(run: Run, progress: dict[str, Any], curve: list[dict[str, Any]]) -> Path:
+    adapter_dir = run.out / "adapter"
+    save_adapter(run.model, adapter_dir, {**run.manifest, **progress})
+    (run.out / "curve.json").write_text(json.dumps(curve))
+    return adapter_dir
