@@ -214,13 +214,13 @@ class CarShield:
 
         direction = math.copysign(1.0, speed) if abs(speed) > EPS_V else 1.0
         cap, cap_reason = self._speed_cap(st, steer, direction)
-        if abs(speed) > cap + 1e-9:
+        if abs(speed) > cap:
             reasons.append(cap_reason)
 
         ok = self._try(st, speed, steer)
         if ok is not None:
             allowed, margin = ok
-            if abs(allowed) + 1e-9 < min(abs(speed), cap):
+            if abs(allowed) < min(abs(speed), cap):  # exact: any change is reported, however small
                 reasons.append("stopping distance")
             self.last_steer = steer
             return self._verdict(PASSED if not reasons else MODIFIED, proposed, allowed, steer, reasons, margin, st)

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from matplotlib.path import Path as PolyPath
 from scipy.spatial import cKDTree
@@ -74,6 +74,7 @@ finite_or_not = st.one_of(st.floats(-30, 30), st.sampled_from([math.nan, math.in
 
 
 @settings(max_examples=150, deadline=None)
+@example(track="chicane", frac=0.0, d=0.5625, alpha=0.0, v=0.0, steer=0.0, cmd_v=2.2250738585e-313, cmd_steer=0.0)
 @given(track=st.sampled_from(TRACKS), frac=st.floats(0, 0.999), d=st.floats(-0.6, 0.6), alpha=st.floats(-0.6, 0.6),
        v=st.floats(-2.0, 5.5), steer=st.floats(-0.41, 0.41), cmd_v=finite_or_not, cmd_steer=finite_or_not)
 def test_shielded_commands_satisfy_every_constraint_and_keep_the_car_recoverable(
