@@ -15,7 +15,7 @@ def parse_args(cls: type, argv: Sequence[str] | None, description: str) -> Any:
     for f in dataclasses.fields(cls):
         flag = f"--{f.name.replace('_', '-')}"
         if f.type == "bool":
-            parser.add_argument(flag, action="store_true")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             parser.add_argument(flag, type=_CASTERS.get(f.type, str), default=f.default)
     return cls(**vars(parser.parse_args(argv)))

@@ -32,6 +32,19 @@ from twin.tracks import TRAIN_TRACKS, load_track
 STATE_KEYS = ("speed", "lateral_offset", "heading_error", "steer", "half_width", "curvature", "track_length")
 
 
+def task_arrays(obs: Observation, image: bool = False) -> dict[str, np.ndarray]:
+    """The gym observation of an episode start: the car's state, the instruction as a task id
+    (category one-hot and target speed: a classical policy cannot read text), the frame."""
+    out = {"state": np.array([obs.state[k] for k in STATE_KEYS], np.float32)}
+    instr = np.zeros(len(CATEGORIES) + 1, np.float32)
+    instr[CATEGORIES.index(obs.privileged["category"])] = 1.0
+    instr[-1] = float(obs.privileged["target_speed"] or 0.0)
+    out["instruction"] = instr
+    if image:
+        out["image"] = np.asarray(obs.image, np.uint8)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class CarTaskConfig:
     """Settings of the instruction-following task."""
@@ -54,6 +67,8 @@ class CarTaskConfig:
     """Nominal world parameters."""
     safety: CarSafetySpec | None = CarSafetySpec()
     """Hard constraints: every MPC command passes the shield, costs are counted (None: neither)."""
+    image_obs: bool = False
+    """Put the camera frame into the gym observation too (for image-based baselines)."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -90,10 +105,14 @@ class CarInstructionEnv(gym.Env):
         low = np.array([p.low for p in PARAM_TABLE], np.float32)
         high = np.array([p.high for p in PARAM_TABLE], np.float32)
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
-        self.observation_space = gym.spaces.Dict({
-            "state": gym.spaces.Box(-np.inf, np.inf, (len(STATE_KEYS),), np.float32),
-            "instruction": gym.spaces.Box(-10.0, 10.0, (len(CATEGORIES) + 1,), np.float32),
-        })
+        spaces = {"state": gym.spaces.Box(-np.inf, np.inf, (len(STATE_KEYS),), np.float32),
+                  "instruction": gym.spaces.Box(-10.0, 10.0, (len(CATEGORIES) + 1,), np.float32)}
+        if self.config.image_obs:
+            if not self.config.camera:
+                raise ConfigError("CarTaskConfig.image_obs needs camera=True")
+            cam = self.config.params.camera
+            spaces["image"] = gym.spaces.Box(0, 255, (int(cam.height), int(cam.width), 3), np.uint8)
+        self.observation_space = gym.spaces.Dict(spaces)
         self.instruction: Instruction | None = None
         self._default: Attempt | None = None
 
@@ -131,20 +150,11 @@ class CarInstructionEnv(gym.Env):
                                 v=self.config.start_speed, draws=opts.get("draws"))
         self.frame = twin.camera() if self.config.camera else None
         self._default = None
-        obs = self._obs(twin)
+        obs = task_arrays(self.observation(), self.config.image_obs)
         info = {"instruction": self.instruction.text, "category": self.instruction.category,
                 "target_speed": self.instruction.target_speed, "track": self.track_name,
                 "randomization": dict(self.draws), "observation": self.observation()}
         return obs, info
-
-    def _obs(self, twin: CarTwin) -> dict[str, np.ndarray]:
-        st = twin.state
-        state = np.array([st.v, st.d, st.alpha, st.steer, twin.track.half_width,
-                          float(twin.track.curvature_at(st.s)), twin.track.length], np.float32)
-        instr = np.zeros(len(CATEGORIES) + 1, np.float32)
-        instr[CATEGORIES.index(self.instruction.category)] = 1.0
-        instr[-1] = float(self.instruction.target_speed or 0.0)
-        return {"state": state, "instruction": instr}
 
     def observation(self) -> Observation:
         """The episode's start as a policy sees it (privileged ground truth kept apart)."""
@@ -204,7 +214,8 @@ class CarInstructionEnv(gym.Env):
         info = {"reward_terms": reward_terms, "cost_terms": cost_terms, "cost": sum(cost_terms.values()),
                 "metrics": attempt.metrics, "default_metrics": self.default_attempt().metrics,
                 "action_fixes": attempt.notes, "params": attempt.params.as_dict()}
-        return self._obs(self._twin(self.track_name)), float(sum(reward_terms.values())), True, False, info
+        return (task_arrays(self.observation(), self.config.image_obs), float(sum(reward_terms.values())), True, False,
+                info)
 
     def close(self) -> None:
         for twin in self._twins.values():

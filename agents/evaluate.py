@@ -25,8 +25,9 @@ from agents.expert import FixedParamsPolicy, ScriptedCarExpert
 from agents.factory_policies import HeuristicInspector, ScriptedInspector
 from agents.instructions import CATEGORIES
 from agents.interface import Policy
-from agents.lora import load_adapter, read_manifest
-from agents.vlm import GenerationConfig, VisionConfig, VLMAgent, build_vlm
+from agents.loading import agent_from_adapter, zero_shot_agent
+from agents.sb3_baselines import SB3Policy
+from agents.vlm import GenerationConfig
 from shakedown.progress import progress_bar
 from shakedown.report import HtmlReport, plt
 from twin.config import ConfigError
@@ -41,6 +42,8 @@ class EvalConfig:
     """'car' or 'factory'."""
     adapters: tuple[str, ...] = ()
     """Adapter directories to evaluate (each as its own policy)."""
+    baselines: tuple[str, ...] = ()
+    """stable-baselines3 run folders (agents.sb3_baselines) to evaluate."""
     zero_shot: bool = True
     """Also evaluate the assembled VLM without any adapter."""
     episodes: int = 3
@@ -48,7 +51,7 @@ class EvalConfig:
     parts: int = 8
     """Factory: parts per episode."""
     duration_s: float = 8.0
-    max_new_tokens: int = 192
+    max_new_tokens: int = 128
     seed: int = 1000
     """Evaluation seeds start here, apart from training's."""
     out_dir: Path = Path("runs")
@@ -61,23 +64,15 @@ class EvalConfig:
 
 
 def vlm_policies(cfg: EvalConfig) -> list[Policy]:
-    if not cfg.adapters and not cfg.zero_shot:
-        return []
-    vision = VisionConfig()
+    """The zero-shot model (if asked) and each adapter as its own agent (LoRA merged: inference only)."""
     gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens)
-    out: list[Policy] = []
-    if cfg.zero_shot:
-        model, tok, base_hash = build_vlm(vision=vision, seed=0)
-        agent = VLMAgent(model, tok, cfg.world, base_hash, generation=gen, vision=vision)
-        agent.policy_id = f"zero-shot ({agent.policy_id})"
-        out.append(agent)
-    for path in cfg.adapters:
-        manifest = read_manifest(Path(path))
-        model, tok, base_hash = build_vlm(manifest.get("base", "smollm2-135m"), vision, seed=0)
-        model = load_adapter(model, base_hash, Path(path), task=cfg.world)
-        out.append(VLMAgent(model, tok, cfg.world, base_hash, manifest["adapter_hash"], generation=gen,
-                            vision=vision))
-    return out
+    out: list[Policy] = [zero_shot_agent(cfg.world, gen)] if cfg.zero_shot else []
+    return out + [agent_from_adapter(path, cfg.world, gen, merge=True) for path in cfg.adapters]
+
+
+def label(policy: Policy) -> str:
+    """A policy's name in tables: its label if it has one, else its id."""
+    return getattr(policy, "label", policy.policy_id)
 
 
 def evaluate_car(cfg: EvalConfig, policies: list[Policy]) -> list[dict[str, Any]]:
@@ -96,7 +91,7 @@ def evaluate_car(cfg: EvalConfig, policies: list[Policy]) -> list[dict[str, Any]
                     latency = time.perf_counter() - t0
                     failed = decision.parse_status.startswith("fallback")
                     attempt = env.evaluate(decision.action, failed_parse=failed)
-                    rows.append({"policy": policy.policy_id, "category": cat, "seed": seed,
+                    rows.append({"policy": label(policy), "policy_id": policy.policy_id, "category": cat, "seed": seed,
                                  "instruction": info["instruction"], "improvement": attempt.improvement,
                                  "error": attempt.metrics["error"], "crashed": attempt.trace.crashed,
                                  "parse_failed": failed, "latency_s": latency, "thought": decision.thought,
@@ -121,7 +116,7 @@ def evaluate_factory(cfg: EvalConfig, policies: list[Policy]) -> list[dict[str, 
                     decision = policy.decide(obs)
                     latency = time.perf_counter() - t0
                     _, _, term, trunc, info = env.step(DECISIONS.index(decision.action["decision"]))
-                    rows.append({"policy": policy.policy_id, "episode": ep, "defect": obs.privileged["defect"],
+                    rows.append({"policy": label(policy), "policy_id": policy.policy_id, "episode": ep, "defect": obs.privileged["defect"],
                                  "decision": decision.action["decision"],
                                  "correct": info["reward_terms"]["correct"] > 0,
                                  "false_accept": info["reward_terms"]["false_accept"] < 0,
@@ -180,7 +175,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
     console = console or Console(width=None if Console().is_terminal else 160)
     baseline: list[Policy] = ([FixedParamsPolicy(), ScriptedCarExpert()] if cfg.world == "car"
                               else [HeuristicInspector(), ScriptedInspector()])
-    policies = [baseline[0], *vlm_policies(cfg), baseline[1]]
+    policies = [baseline[0], *(SB3Policy(b) for b in cfg.baselines), *vlm_policies(cfg), baseline[1]]
     rows = evaluate_car(cfg, policies) if cfg.world == "car" else evaluate_factory(cfg, policies)
     header, table_rows = summary_table(cfg.world, rows)
     table = Table(title=f"{cfg.world}: held-out evaluation (failed parses count as failures)")

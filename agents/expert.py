@@ -15,9 +15,10 @@ from agents.mpc_params import DEFAULT, MPCParams
 class FixedParamsPolicy:
     """Always answers the same parameters (the default ones unless told otherwise)."""
 
-    def __init__(self, params: MPCParams = DEFAULT, policy_id: str = "default-params") -> None:
+    def __init__(self, params: MPCParams = DEFAULT, policy_id: str = "default-params",
+                 label: str = "default parameters") -> None:
         self.params = params
-        self.policy_id = policy_id
+        self.policy_id, self.label = policy_id, label
 
     def decide(self, observation: Observation) -> Decision:
         return Decision(action=self.params.as_dict(), policy_id=self.policy_id)
@@ -47,6 +48,7 @@ class ScriptedCarExpert:
     """Chooses MPC parameters from privileged ground truth."""
 
     policy_id = "scripted-expert-v1"
+    label = "expert (privileged)"
 
     def decide(self, observation: Observation) -> Decision:
         priv = observation.privileged

@@ -16,6 +16,7 @@ class ScriptedInspector:
     """Reads the ground truth (privileged): the ceiling of any inspector."""
 
     policy_id = "scripted-inspector-v1"
+    label = "expert (privileged)"
 
     def decide(self, observation: Observation) -> Decision:
         defect = observation.privileged.get("defect")
@@ -33,6 +34,7 @@ class HeuristicInspector:
     """
 
     policy_id = "heuristic-inspector-v1"
+    label = "heuristic (colour statistics)"
 
     def __init__(self, reject_score: float = 1.0, hold_score: float = 0.6) -> None:
         self.reject_score = reject_score

@@ -30,25 +30,42 @@ def action_mask(spans: list[tuple[int, int]], action_span: tuple[int, int] | Non
     return torch.tensor([1.0 if end > start else 0.0 for _, end in spans])
 
 
-def group_logprobs(model: torch.nn.Module, prompt: dict[str, torch.Tensor],
-                   answers: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Per-token log p of each answer (1-D id tensors) after the same prompt, in one batch."""
-    p = prompt["input_ids"].shape[1]
-    width = p + max(len(a) for a in answers)
+def score_answers(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answers: list[torch.Tensor],
+                  hidden: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Per-token log p of each answer (1-D id tensors) after the same prompt, and (if `hidden`)
+    the last layer's hidden state at the last prompt token (what a value head reads).
+
+    The prompt runs once and its key/value cache is shared by every answer (gradients flow
+    through it), so a group of n answers costs one prompt pass plus the answer tokens,
+    not n prompt passes.
+    """
+    out = model(input_ids=prompt["input_ids"], attention_mask=prompt["attention_mask"],
+                pixel_values=prompt["pixel_values"], use_cache=True, output_hidden_states=hidden)
+    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each answer's first token
+    last_hidden = out.hidden_states[-1][0, -1] if hidden else None
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(len(answers))
     device = prompt["input_ids"].device
+    width = max(len(a) for a in answers)
     ids = torch.zeros((len(answers), width), dtype=torch.long, device=device)
     mask = torch.zeros_like(ids)
     for i, a in enumerate(answers):
-        ids[i, :p] = prompt["input_ids"][0]
-        ids[i, p:p + len(a)] = a.to(device)
-        mask[i, :p + len(a)] = 1
-    pixels = prompt["pixel_values"].expand(len(answers), *prompt["pixel_values"].shape[1:])
-    logits = model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits.float()
-    out = []
+        ids[i, : len(a)] = a.to(device)
+        mask[i, : len(a)] = 1
+    prompt_mask = prompt["attention_mask"].expand(len(answers), -1)
+    logits = model(input_ids=ids, attention_mask=torch.cat([prompt_mask, mask], 1), past_key_values=cache).logits
+    result = []
     for i, a in enumerate(answers):
-        lp = torch.log_softmax(logits[i, p - 1 : p - 1 + len(a)], dim=-1)
-        out.append(lp.gather(1, a.view(-1, 1).to(device)).squeeze(1))
-    return out
+        a = a.to(device)
+        rest = torch.log_softmax(logits[i, : len(a) - 1].float(), dim=-1).gather(1, a[1:].view(-1, 1)).squeeze(1)
+        result.append(torch.cat([first[a[:1]], rest]))
+    return result, last_hidden
+
+
+def group_logprobs(model: torch.nn.Module, prompt: dict[str, torch.Tensor],
+                   answers: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-token log p of each answer (1-D id tensors) after the same prompt."""
+    return score_answers(model, prompt, answers)[0]
 
 
 def answer_logprobs(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answer_ids: torch.Tensor) -> torch.Tensor:

@@ -30,21 +30,16 @@ class Example:
 
 
 def car_thought(category: str, target_speed: float | None, action: dict[str, float]) -> str:
+    """A short reason (every thought token costs ~50 ms of decision time on a CPU)."""
     if category == "centerline":
-        return (f"Stay on the centerline. The default follows a racing line that cuts corners, so I stop tracking "
-                f"it (qn {action.get('qn', DEFAULT.qn):g}) and raise the safety margin to "
-                f"{action.get('track_safety_margin', DEFAULT.track_safety_margin):.2f} m, which narrows the allowed "
-                f"band around the centre. A lower top speed keeps it there.")
+        return (f"Centerline: stop tracking the racing line (qn {action.get('qn', DEFAULT.qn):g}), margin "
+                f"{action.get('track_safety_margin', DEFAULT.track_safety_margin):.2f} m, slower.")
     if category == "velocity":
-        return (f"Hold {target_speed:g} m/s. I set v_max to {action.get('v_max', DEFAULT.v_max):g} and raise qv so "
-                f"speed tracking dominates; v_min {action.get('v_min', DEFAULT.v_min):g} lets the car slow down "
-                "only where a corner needs it.")
+        return f"Hold {target_speed:g} m/s: v_max {action.get('v_max', DEFAULT.v_max):g}, high qv."
     if category == "reverse":
-        return ("Drive backwards. A negative speed band around -1 m/s makes the car reverse; a high qv holds the "
-                "speed.")
+        return "Reverse: negative speed band near -1 m/s, high qv."
     if category == "smooth":
-        return ("Drive smoothly. I lower the lateral acceleration limit, soften acceleration and braking, weight "
-                "the control effort and cap the speed.")
+        return "Smooth: gentle acceleration, braking and steering, capped speed."
     raise ValueError(f"no thought template for {category!r}")
 
 
@@ -71,10 +66,10 @@ def car_examples(n: int, seed: int, split: str = "train", tracks: tuple[str, ...
 
 
 DEFECT_WORDS = {
-    "scratch": "a thin dark line across the top: a scratch",
-    "dent": "a dark patch on the top face: a dent",
-    "spot": "a coloured spot on the top face",
-    "missing_hole": "no hole in the middle: the hole is missing",
+    "scratch": "a scratch",
+    "dent": "a dent",
+    "spot": "a colour spot",
+    "missing_hole": "no hole",
 }
 
 
@@ -88,6 +83,6 @@ def factory_examples(n: int, seed: int) -> list[Example]:
         if spec.defective:
             thought, decision = f"I see {DEFECT_WORDS[spec.defect]}. Reject.", "reject"
         else:
-            thought, decision = "The top is clean and the hole is in place. Accept.", "accept"
+            thought, decision = "Clean top, hole in place. Accept.", "accept"
         out.append(Example(obs, answer(thought, {"decision": decision})))
     return out

@@ -32,12 +32,12 @@ from agents.car_metrics import FAILURE_IMPROVEMENT
 from agents.car_task import CarInstructionEnv, CarTaskConfig
 from agents.llm.model_store import DEFAULT_MODEL
 from agents.logprobs import group_logprobs
-from agents.lora import load_adapter
+from agents.loading import agent_from_adapter
 from agents.mpc_params import NAMES
 from agents.parsing import parse_car
 from agents.training_audit import log_sample, open_training_log
-from agents.training_run import finish_run, sample_answers, save_checkpoint, start_run
-from agents.vlm import build_vlm
+from agents.training_run import finish_run, out_of_time, sample_answers, save_checkpoint, start_run
+from agents.vlm import training_autocast
 from safety.lagrangian import Lagrange, LagrangeConfig
 from shakedown.progress import progress_bar
 from twin.config import bounded, check_bounds
@@ -68,6 +68,10 @@ class GRPOArgs:
     resume: bool = False
     audit: bool = False
     """Write every sampled decision (thought, action, reward terms, costs) to out/audit.log."""
+    max_minutes: float = bounded(0.0, 0.0, 1e6)
+    """Stop (with a checkpoint and the final adapter) after this much wall time; 0: no limit."""
+    bf16: bool = True
+    """bfloat16 autocast in the training passes (weights stay float32)."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -104,28 +108,36 @@ def train_grpo(args: GRPOArgs) -> Path:
         step, log = state["step"], state["log"]
     reference = None
     if args.adapter:  # a frozen copy of the starting policy
-        reference = load_adapter(build_vlm(args.base, agent.vision, seed=args.seed)[0], run.base_hash,
-                                 Path(args.adapter))
-        reference.eval()
+        reference = agent_from_adapter(args.adapter, "car", merge=True, seed=args.seed).model
     env = CarInstructionEnv(CarTaskConfig(tracks=TRAIN_TRACKS, split="train", duration_s=args.duration_s))
     audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, step])
 
     with progress_bar() as bar:
         task = bar.add_task("GRPO car", total=args.steps, completed=step)
-        while step < args.steps:
+        started = time.perf_counter()
+        while step < args.steps and not out_of_time(started, args.max_minutes):
             t0 = time.perf_counter()
             model.train()
+            optimizer.zero_grad()
             losses, rewards, terms_sum, costs, kls = [], [], {}, [], []
+            timing = {"sample": 0.0, "drive": 0.0, "update": 0.0}
             for _ in range(args.prompts_per_step):
+                t = time.perf_counter()
                 _, info = env.reset(seed=int(rng.integers(2**31)))
                 enc = agent.encode(info["observation"])
                 answers = sample_answers(agent, enc, args.group, args.temperature, args.max_new_tokens)
-                group_r, group_c = [], []
+                timing["sample"] += time.perf_counter() - t
+                t = time.perf_counter()
+                group_r, group_c, driven = [], [], {}
                 for ids in answers:
                     raw = tokenizer.decode(ids, skip_special_tokens=True)
                     parsed = parse_car(raw)
-                    attempt = env.evaluate(parsed.action, failed_parse=parsed.failed)
+                    # Identical parameters drive identically (the episode replays its seed): drive once.
+                    key = (parsed.failed, tuple(sorted(parsed.action.items())))
+                    if key not in driven:
+                        driven[key] = env.evaluate(parsed.action, failed_parse=parsed.failed)
+                    attempt = driven[key]
                     terms = reward_terms(raw, attempt.improvement if not parsed.failed else FAILURE_IMPROVEMENT)
                     cost = float(sum(attempt.trace.costs.values()))
                     group_r.append(lagrange.penalized(sum(terms.values()), cost))
@@ -134,35 +146,42 @@ def train_grpo(args: GRPOArgs) -> Path:
                                {"stage": "grpo", "step": step + 1, "instruction": info["instruction"]})
                     for k, v in terms.items():
                         terms_sum[k] = terms_sum.get(k, 0.0) + v
+                timing["drive"] += time.perf_counter() - t
+                t = time.perf_counter()
                 r = torch.tensor(group_r)
                 adv = (r - r.mean()) / (r.std() + 1e-4)
-                logps = group_logprobs(model, enc, answers)
-                with torch.no_grad():
-                    if reference is not None:
-                        ref = group_logprobs(reference, enc, answers)
-                    else:
-                        with model.disable_adapter():
-                            ref = group_logprobs(model, enc, answers)
+                with training_autocast(model, args.bf16):
+                    logps = group_logprobs(model, enc, answers)
+                    with torch.no_grad():
+                        if reference is not None:
+                            ref = group_logprobs(reference, enc, answers)
+                        else:
+                            with model.disable_adapter():
+                                ref = group_logprobs(model, enc, answers)
+                group_loss = []
                 for a, lp, rf in zip(adv, logps, ref):
                     delta = rf - lp
                     kl = torch.exp(delta) - delta - 1  # k3 estimator, per token
-                    losses.append(-(a * lp - args.beta * kl).mean())
+                    group_loss.append(-(a * lp - args.beta * kl).mean())
                     kls.append(float(kl.mean().detach()))
+                # Gradients accumulate group by group, so one group's graph is freed before the next.
+                (torch.stack(group_loss).mean() / args.prompts_per_step).backward()
+                losses.append(float(torch.stack(group_loss).mean().detach()))
                 rewards += group_r
                 costs += group_c
-            loss = torch.stack(losses).mean()
-            optimizer.zero_grad()
-            loss.backward()
+                timing["update"] += time.perf_counter() - t
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             lagrange.update(float(np.mean(costs)))
             step += 1
             n = args.prompts_per_step * args.group
             log.append({"step": step, "reward": float(np.mean(rewards)), "cost": float(np.mean(costs)),
-                        "kl": float(np.mean(kls)), "lambda": lagrange.value, "loss": float(loss.detach()),
-                        **{f"reward_{k}": v / n for k, v in terms_sum.items()}, "seconds": time.perf_counter() - t0})
+                        "kl": float(np.mean(kls)), "lambda": lagrange.value, "loss": float(np.mean(losses)),
+                        **{f"reward_{k}": v / n for k, v in terms_sum.items()},
+                        **{f"seconds_{k}": v for k, v in timing.items()}, "seconds": time.perf_counter() - t0})
             bar.update(task, advance=1, description=f"GRPO car reward {log[-1]['reward']:+.2f}")
-            if step % args.checkpoint_every == 0 or step == args.steps:
+            if (step % args.checkpoint_every == 0 or step == args.steps
+                    or out_of_time(started, args.max_minutes)):
                 save_checkpoint(run, {"step": step}, {"optimizer": optimizer.state_dict(),
                                                       "lagrange": lagrange.state_dict(), "log": log})
     env.close()

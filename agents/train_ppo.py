@@ -23,10 +23,11 @@ import torch
 
 from agents.args import parse_args
 from agents.llm.model_store import DEFAULT_MODEL
-from agents.logprobs import action_mask, token_char_spans
+from agents.logprobs import action_mask, decision_logprob, score_answers, token_char_spans
 from agents.parsing import parse_factory
 from agents.training_audit import log_sample, open_training_log
-from agents.training_run import finish_run, sample_answers, save_checkpoint, start_run
+from agents.training_run import finish_run, out_of_time, sample_answers, save_checkpoint, start_run
+from agents.vlm import training_autocast
 from safety.lagrangian import Lagrange, LagrangeConfig
 from shakedown.progress import progress_bar
 from twin.config import bounded, check_bounds
@@ -67,6 +68,10 @@ class PPOArgs:
     resume: bool = False
     audit: bool = False
     """Write every decision of the rollouts (thought, action, reward, cost) to out/audit.log."""
+    max_minutes: float = bounded(0.0, 0.0, 1e6)
+    """Stop (with a checkpoint and the final adapter) after this much wall time; 0: no limit."""
+    bf16: bool = True
+    """bfloat16 autocast in the update passes (weights stay float32)."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -99,14 +104,9 @@ class Step:
 
 def score(model, value_head: ValueHead, enc: dict[str, torch.Tensor], answer: torch.Tensor,
           is_action: torch.Tensor, cot_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(decision log-prob, value) from one forward pass over prompt + answer."""
-    ids = torch.cat([enc["input_ids"][0], answer]).unsqueeze(0)
-    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=enc["pixel_values"],
-                output_hidden_states=True)
-    p = enc["input_ids"].shape[1]
-    logps = torch.log_softmax(out.logits[0, p - 1 : -1].float(), -1).gather(1, answer.view(-1, 1)).squeeze(1)
-    logp = cot_lambda * (logps * (1 - is_action)).sum() + (logps * is_action).sum()
-    return logp, value_head(out.hidden_states[-1][0, p - 1])
+    """(decision log-prob, value): the value head reads the last prompt token's hidden state."""
+    (logps,), hidden = score_answers(model, enc, [answer], hidden=True)
+    return decision_logprob(logps, is_action, cot_lambda), value_head(hidden)
 
 
 def gae(steps: list[Step], last_value: float, gamma: float, lam: float, penalty: float) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +145,8 @@ def train_ppo(args: PPOArgs) -> Path:
 
     with progress_bar() as bar:
         task = bar.add_task("PPO factory", total=args.iterations, completed=iteration)
-        while iteration < args.iterations:
+        started = time.perf_counter()
+        while iteration < args.iterations and not out_of_time(started, args.max_minutes):
             t0 = time.perf_counter()
             model.eval()
             steps: list[Step] = []
@@ -157,7 +158,7 @@ def train_ppo(args: PPOArgs) -> Path:
                 raw = tokenizer.decode(answer, skip_special_tokens=True)
                 parsed = parse_factory(raw)
                 is_action = action_mask(token_char_spans(tokenizer, answer.tolist()), parsed.action_span)
-                with torch.no_grad():
+                with torch.no_grad(), training_autocast(model, args.bf16):  # as in the update: ratios start at 1
                     logp, value = score(model, value_head, enc, answer, is_action, args.cot_lambda)
                 _, reward, term, trunc, info = env.step(DECISIONS.index(parsed.action["decision"]))
                 reward += PARSE_PENALTY if parsed.failed else 0.0
@@ -186,7 +187,8 @@ def train_ppo(args: PPOArgs) -> Path:
                     loss = torch.zeros(())
                     for i in mb:
                         s = steps[i]
-                        logp, value = score(model, value_head, s.enc, s.answer, s.is_action, args.cot_lambda)
+                        with training_autocast(model, args.bf16):
+                            logp, value = score(model, value_head, s.enc, s.answer, s.is_action, args.cot_lambda)
                         ratio = torch.exp(logp - s.logp)
                         surrogate = torch.min(ratio * adv_t[i], torch.clamp(ratio, 1 - args.clip, 1 + args.clip) * adv_t[i])
                         loss = loss + (-surrogate + args.value_coef * (value - ret_t[i]) ** 2) / len(mb)
@@ -204,7 +206,8 @@ def train_ppo(args: PPOArgs) -> Path:
                         "loss": float(np.mean(losses)), "clipfrac": float(np.mean(clipfracs)),
                         "seconds": time.perf_counter() - t0})
             bar.update(task, advance=1, description=f"PPO factory acc {log[-1]['accuracy']:.2f}")
-            if iteration % args.checkpoint_every == 0 or iteration == args.iterations:
+            if (iteration % args.checkpoint_every == 0 or iteration == args.iterations
+                    or out_of_time(started, args.max_minutes)):
                 save_checkpoint(run, {"iteration": iteration}, {"value_head": value_head.state_dict(),
                                                                 "optimizer": optimizer.state_dict(),
                                                                 "lagrange": lagrange.state_dict(), "log": log})

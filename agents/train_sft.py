@@ -25,7 +25,7 @@ from agents.lora import LoraSettings
 from agents.prompts import VERSIONS
 from agents.sft_data import Example, car_examples, factory_examples
 from agents.training_run import finish_run, save_checkpoint, start_run
-from agents.vlm import VLMAgent
+from agents.vlm import VLMAgent, training_autocast
 from shakedown.progress import progress_bar
 from twin.config import ConfigError, bounded, check_bounds
 
@@ -43,6 +43,10 @@ class SFTArgs:
     batch_size: int = bounded(4, 1, 1024)
     lr: float = bounded(2e-4, 1e-7, 1.0)
     lora_r: int = bounded(16, 1, 512)
+    vision_init: str = ""
+    """A vision pre-training run folder (agents.vision_pretrain) whose tower to start from; empty: a fresh tower."""
+    bf16: bool = True
+    """bfloat16 autocast in the training passes (weights stay float32)."""
     seed: int = 0
     checkpoint_every: int = bounded(20, 1, 1_000_000)
     out: Path = Path("runs/sft-car")
@@ -85,7 +89,7 @@ def batch_tensors(agent: VLMAgent, batch: list[Example]) -> dict[str, torch.Tens
 
 def train_sft(args: SFTArgs) -> Path:
     run = start_run(args.task, "sft", args, args.out, args.base, args.seed, resume=args.resume,
-                    lora=LoraSettings(r=args.lora_r))
+                    lora=LoraSettings(r=args.lora_r), vision_init=args.vision_init)
     model = run.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -104,7 +108,8 @@ def train_sft(args: SFTArgs) -> Path:
         while step < args.steps:
             batch = [data[i] for i in rng.choice(len(data), size=min(args.batch_size, len(data)), replace=False)]
             t0 = time.perf_counter()
-            loss = model(**batch_tensors(run.agent, batch)).loss
+            with training_autocast(model, args.bf16):
+                loss = model(**batch_tensors(run.agent, batch)).loss
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

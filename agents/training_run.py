@@ -7,21 +7,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from agents.lora import (
-    LoraSettings,
-    add_lora,
-    git_commit,
-    load_adapter,
-    read_manifest,
-    save_adapter,
-)
-from agents.prompts import VERSIONS
+from agents.loading import agent_from_adapter
+from agents.lora import LoraSettings, add_lora, git_commit, read_manifest, save_adapter
+from agents.vision_pretrain import load_tower
 from agents.vlm import VisionConfig, VLMAgent, build_vlm
 
 
@@ -55,38 +50,59 @@ class Run:
 
 
 def start_run(task: str, stage: str, args: Any, out: Path, base: str, seed: int, adapter: str = "",
-              resume: bool = False, lora: LoraSettings | None = None) -> Run:
+              resume: bool = False, lora: LoraSettings | None = None, vision_init: str = "") -> Run:
     """Seed, build the VLM, and attach the adapter to train: the checkpoint when resuming, else the
-    starting adapter (checked against the base model and the task), else a fresh LoRA."""
+    starting adapter (checked against the base model and the task; its vision config and prompt
+    version carry over), else a fresh LoRA on the base model, with a pre-trained vision tower
+    from `vision_init` if given."""
     seed_everything(seed)
-    vision = VisionConfig()
-    model, tokenizer, base_hash = build_vlm(base, vision, seed=seed)
     checkpoint = out / "checkpoint"
     resuming = resume and (checkpoint / "trainer.pt").exists()
     start = checkpoint if resuming else (Path(adapter) if adapter else None)
-    model = (load_adapter(model, base_hash, start, trainable=True, task=task) if start
-             else add_lora(model, lora or LoraSettings()))
-    manifest = {"base_hash": base_hash, "base": base, "vision": dataclasses.asdict(vision),
-                "prompt_version": VERSIONS[task], "task": task,
+    if start is not None:
+        agent = agent_from_adapter(start, task, trainable=True, seed=seed)
+    else:
+        vision = VisionConfig()
+        model, tokenizer, base_hash = build_vlm(base, vision, seed=seed)
+        if vision_init:
+            load_tower(model, Path(vision_init), vision)
+        agent = VLMAgent(add_lora(model, lora or LoraSettings()), tokenizer, task, base_hash, vision=vision, seed=seed)
+    base_hash = agent.base_hash
+    parent = read_manifest(Path(adapter)) if adapter else {}
+    manifest = {"base_hash": base_hash, "base": parent.get("base", base), "vision": dataclasses.asdict(agent.vision),
+                "prompt_version": agent.prompt_version, "task": task,
                 "recipe": {"stage": stage, "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
-                           "commit": git_commit(), "parent": read_manifest(Path(adapter))["recipe"] if adapter else None}}
-    return Run(VLMAgent(model, tokenizer, task, base_hash, vision=vision), base_hash, out, resuming, manifest)
+                           "commit": git_commit(), "parent": parent.get("recipe")}}
+    return Run(agent, base_hash, out, resuming, manifest)
 
 
 def sample_answers(agent: VLMAgent, enc: dict[str, torch.Tensor], n: int, temperature: float,
                    max_new_tokens: int) -> list[torch.Tensor]:
-    """n sampled answers to one prompt, each cut after its end token."""
+    """n sampled answers to one prompt, each cut after its end token.
+
+    The prompt (image included) is run once and its key/value cache copied n times, rather
+    than run n times: on a CPU the prompt is most of the cost of a group.
+    """
+    ids, mask = enc["input_ids"], enc["attention_mask"]
     with torch.no_grad():
+        cache = agent.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], pixel_values=enc["pixel_values"],
+                            use_cache=True).past_key_values
+        cache.batch_repeat_interleave(n)
         out = agent.model.generate(
-            input_ids=enc["input_ids"].repeat(n, 1), attention_mask=enc["attention_mask"].repeat(n, 1),
-            pixel_values=enc["pixel_values"].repeat(n, 1, 1, 1), do_sample=True, temperature=temperature,
-            top_p=1.0, max_new_tokens=max_new_tokens, pad_token_id=agent.tokenizer.pad_token_id)
+            input_ids=ids.repeat(n, 1), attention_mask=mask.repeat(n, 1), past_key_values=cache, do_sample=True,
+            temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens,
+            pad_token_id=agent.tokenizer.pad_token_id)
     eos = agent.tokenizer.eos_token_id
     answers = []
-    for row in out[:, enc["input_ids"].shape[1]:]:
+    for row in out[:, ids.shape[1]:]:
         ends = (row == eos).nonzero()
         answers.append(row[: int(ends[0]) + 1] if len(ends) else row)
     return answers
+
+
+def out_of_time(started: float, max_minutes: float) -> bool:
+    """Whether a run with a wall-time budget (0: none) has used it up."""
+    return max_minutes > 0 and time.perf_counter() - started >= 60.0 * max_minutes
 
 
 def save_checkpoint(run: Run, progress: dict[str, Any], state: dict[str, Any]) -> None:

@@ -99,35 +99,34 @@ def _audit_repair(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else Path("runs") / f"{args.stage}-{args.world}"
-    if args.stage == "sft":
-        from agents.train_sft import SFTArgs, train_sft
+STAGES = {
+    # stage: (module, worlds it serves, the flag naming the world in the stage's args)
+    "vision": ("agents.vision_pretrain", ("car", "factory"), "--task"),
+    "sft": ("agents.train_sft", ("car", "factory"), "--task"),
+    "grpo": ("agents.train_grpo", ("car",), None),
+    "ppo": ("agents.train_ppo", ("factory",), None),
+    "sb3": ("agents.sb3_baselines", ("car", "factory"), "--world"),
+}
 
-        adapter = train_sft(SFTArgs(task=args.world, steps=args.steps, seed=args.seed, out=out, resume=args.resume,
-                                    examples=args.examples, batch_size=args.batch_size))
-    elif args.stage == "grpo":
-        if args.world != "car":
-            raise ConfigError("GRPO is the car's RL stage; the factory's is --stage ppo")
-        from agents.train_grpo import GRPOArgs, train_grpo
 
-        adapter = train_grpo(GRPOArgs(adapter=args.adapter or "", steps=args.steps, seed=args.seed, out=out,
-                                      resume=args.resume, prompts_per_step=args.prompts, group=args.group))
-    else:
-        if args.world != "factory":
-            raise ConfigError("PPO with chain of thought is the factory's RL stage; the car's is --stage grpo")
-        from agents.train_ppo import PPOArgs, train_ppo
+def _train(args: argparse.Namespace, extra: list[str]) -> int:
+    """Every flag after the stage goes to that stage's own args (one definition, no copies here)."""
+    import importlib
 
-        adapter = train_ppo(PPOArgs(adapter=args.adapter or "", iterations=args.steps, seed=args.seed, out=out,
-                                    resume=args.resume))
-    print(f"adapter: {adapter}")
+    module, worlds, world_flag = STAGES[args.stage]
+    if args.world not in worlds:
+        raise ConfigError(f"stage {args.stage!r} trains {' and '.join(worlds)}, not {args.world!r} "
+                          "(car: vision, sft, grpo, sb3; factory: vision, sft, ppo, sb3)")
+    argv = ([world_flag, args.world] if world_flag else []) + ["--out", f"runs/{args.stage}-{args.world}"] + extra
+    importlib.import_module(module).main(argv)
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     from agents.evaluate import EvalConfig, run_eval
 
-    run_eval(EvalConfig(world=args.world, adapters=tuple(args.adapter), zero_shot=not args.no_zero_shot,
+    run_eval(EvalConfig(world=args.world, adapters=tuple(args.adapter), baselines=tuple(args.baseline),
+                        zero_shot=not args.no_zero_shot,
                         episodes=args.episodes, parts=args.parts, max_new_tokens=args.max_new_tokens,
                         out_dir=Path(args.out)))
     return 0
@@ -152,17 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train the VLM agent: supervised warm-up, then closed-loop RL")
     train.add_argument("world", choices=["car", "factory"])
-    train.add_argument("--stage", choices=["sft", "grpo", "ppo"], default="sft",
-                       help="sft (warm-up), grpo (car, closed loop), ppo (factory, chain of thought)")
-    train.add_argument("--steps", type=int, default=100, help="optimizer steps (ppo: iterations)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", help="run folder (default runs/<stage>-<world>)")
-    train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    train.add_argument("--adapter", help="grpo: the SFT adapter to start from")
-    train.add_argument("--examples", type=int, default=256, help="sft: expert examples")
-    train.add_argument("--batch-size", type=int, default=4, help="sft: batch size")
-    train.add_argument("--prompts", type=int, default=2, help="grpo: prompts per step")
-    train.add_argument("--group", type=int, default=4, help="grpo: answers per prompt")
+    train.add_argument("--stage", choices=list(STAGES), default="sft",
+                       help="vision (pre-train the vision tower on privileged labels), sft (warm-up), grpo (car, "
+                       "closed loop), ppo (factory, chain of thought), sb3 (classical baseline); every further flag "
+                       "goes to the stage (see python -m <stage module> --help)")
     train.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="policies side by side on held-out worlds")
@@ -171,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-zero-shot", action="store_true", help="skip the VLM without adapter")
     ev.add_argument("--episodes", type=int, default=3, help="car: per category; factory: episodes")
     ev.add_argument("--parts", type=int, default=8, help="factory: parts per episode")
-    ev.add_argument("--max-new-tokens", type=int, default=192)
+    ev.add_argument("--baseline", action="append", default=[], help="stable-baselines3 run folder (repeatable)")
+    ev.add_argument("--max-new-tokens", type=int, default=128)
     ev.add_argument("--out", default="runs")
     ev.set_defaults(func=_eval)
 
@@ -206,9 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
+        return args.func(args, extra) if args.command == "train" else args.func(args)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"shakedown: {exc}", file=sys.stderr)
         return 2

@@ -96,13 +96,9 @@ def shipped_agent(console: Console) -> Policy | None:
     if not (SHIPPED_ADAPTER / "adapter_model.safetensors").exists():
         console.print(f"(no shipped adapter at {SHIPPED_ADAPTER}: the VLM column is skipped)")
         return None
-    from agents.lora import load_adapter, read_manifest
-    from agents.vlm import VisionConfig, VLMAgent, build_vlm
+    from agents.loading import agent_from_adapter
 
-    manifest = read_manifest(SHIPPED_ADAPTER)
-    model, tok, base_hash = build_vlm(manifest.get("base", "smollm2-135m"), VisionConfig(), seed=0)
-    model = load_adapter(model, base_hash, SHIPPED_ADAPTER, task="car")
-    return VLMAgent(model, tok, "car", base_hash, manifest["adapter_hash"])
+    return agent_from_adapter(SHIPPED_ADAPTER, "car", merge=True)
 
 
 def run_episodes(cfg: DemoConfig, console: Console, log: AuditLog) -> list[EpisodeRow]:

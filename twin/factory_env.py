@@ -131,6 +131,14 @@ class _FactoryEnvBase(gym.Env):
         self.twin.close()
 
 
+def inspection_arrays(obs: Observation) -> dict[str, np.ndarray]:
+    """The gym observation of an inspection step: the frame, and the part's kind one-hot, the
+    belt speed and the episode's progress (one function for the env and for policies)."""
+    state = np.array([obs.state.get(f"kind_{k}", 0.0) for k in KIND_ORDER]
+                     + [obs.state.get("belt_speed", 0.0), obs.state.get("progress", 0.0)], np.float32)
+    return {"image": np.asarray(obs.image, np.uint8), "state": state}
+
+
 class FactoryInspectionEnv(_FactoryEnvBase):
     """Decide each part: 0 accept, 1 reject, 2 hold."""
 
@@ -158,12 +166,7 @@ class FactoryInspectionEnv(_FactoryEnvBase):
         return self.part is not None
 
     def _obs(self) -> dict[str, np.ndarray]:
-        state = np.zeros(len(KIND_ORDER) + 2, np.float32)
-        if self.part is not None:
-            state[KIND_ORDER.index(self.part.spec.kind)] = 1.0
-        state[-2] = self.twin.params.belt.speed
-        state[-1] = self.decided / self.config.parts_per_episode
-        return {"image": self.frame, "state": state}
+        return inspection_arrays(self.observation())
 
     def observation(self) -> Observation:
         """The current part as a policy sees it (ground truth under `privileged`)."""
@@ -171,7 +174,8 @@ class FactoryInspectionEnv(_FactoryEnvBase):
         return Observation(
             timestamp=self.twin.t, image=self.frame, instruction=INSTRUCTION,
             state={"belt_speed": float(self.twin.params.belt.speed),
-                   **{f"kind_{k}": float(p is not None and p.spec.kind == k) for k in KIND_ORDER}},
+                   **{f"kind_{k}": float(p is not None and p.spec.kind == k) for k in KIND_ORDER},
+                   "progress": self.decided / self.config.parts_per_episode},
             privileged={"defect": p.spec.defect if p else None, "defective": bool(p and p.spec.defective),
                         "kind": p.spec.kind if p else None, "part_id": p.id if p else None})
 

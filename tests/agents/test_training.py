@@ -34,7 +34,7 @@ def trained(tmp_path_factory):
 def test_sft_runs_and_saves_a_manifested_adapter(trained):
     args, adapter = trained
     manifest = read_manifest(adapter)
-    assert manifest["prompt_version"] == "car-v1" and manifest["recipe"]["stage"] == "sft"
+    assert manifest["prompt_version"] == "car-v2" and manifest["recipe"]["stage"] == "sft"
     assert manifest["step"] == 2 and len(manifest["adapter_hash"]) == 16
     curve = json.loads((args.out / "curve.json").read_text())
     assert [c["step"] for c in curve] == [1, 2] and all(c["loss"] > 0 for c in curve)
@@ -69,6 +69,39 @@ def test_adapter_reload_reproduces_outputs_exactly_and_refuses_another_base(trai
     base3, _, _ = build_vlm(seed=0)
     with pytest.raises(ConfigError, match="trained on base model"):
         load_adapter(base3, "0" * 16, adapter)
+
+
+def test_group_logprobs_share_the_prompt_and_match_separate_passes():
+    """The prompt's cache is shared by the group: same numbers as one full pass per answer."""
+    from agents.logprobs import group_logprobs
+
+    model, tok, base_hash = build_vlm(seed=0)
+    agent = VLMAgent(model, tok, "car", base_hash)
+    enc = agent.encode(car_examples(1, seed=4)[0].observation)
+    answers = [torch.tensor(tok(t, add_special_tokens=False)["input_ids"])
+               for t in ("<think>x</think> {}", '<think>slow down</think>\n{"v_max": 1.5}', "a")]
+    with torch.no_grad():
+        grouped = group_logprobs(model, enc, answers)
+        for a, g in zip(answers, grouped):
+            full = torch.cat([enc["input_ids"][0], a]).unsqueeze(0)
+            logits = model(input_ids=full, attention_mask=torch.ones_like(full),
+                           pixel_values=enc["pixel_values"]).logits[0].float()
+            p = enc["input_ids"].shape[1]
+            direct = torch.log_softmax(logits[p - 1 : p - 1 + len(a)], -1).gather(1, a.view(-1, 1)).squeeze(1)
+            assert g.shape == (len(a),) and torch.allclose(g, direct, atol=1e-4)
+
+
+def test_group_sampling_with_a_shared_prompt_cache_matches_plain_decoding():
+    from agents.training_run import sample_answers
+
+    model, tok, base_hash = build_vlm(seed=0)
+    agent = VLMAgent(model, tok, "factory", base_hash, generation=GenerationConfig(max_new_tokens=10))
+    obs = factory_examples(1, seed=1)[0].observation
+    greedy = agent.generate(obs)
+    torch.manual_seed(0)
+    # a near-zero temperature samples the greedy answer, so both paths must agree token for token
+    answers = sample_answers(agent, agent.encode(obs), 3, temperature=1e-4, max_new_tokens=10)
+    assert [tok.decode(a, skip_special_tokens=True) for a in answers] == [greedy] * 3
 
 
 def test_cot_and_action_logprob_split_matches_a_direct_computation():
