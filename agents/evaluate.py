@@ -152,22 +152,57 @@ def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], li
     return header, table
 
 
-def _curves_figure(adapters: tuple[str, ...]) -> plt.Figure | None:
+CURVE_KEYS = ("reward", "reward_driving", "accuracy", "loss")
+"""What a learning curve plots: RL runs their reward (PPO also accuracy), SFT its loss."""
+
+
+def _curves_figure(runs: tuple[str, ...]) -> plt.Figure | None:
+    """One panel per run that left a curve.json (adapters, SB3 baselines), smoothed over 10 entries."""
     curves = []
-    for a in adapters:
-        # a run folder keeps curve.json beside adapter/; a shipped adapter keeps it inside
+    for a in runs:
+        # a run folder keeps curve.json beside adapter/; a shipped adapter or an SB3 run keeps it inside
         path = next((p for p in (Path(a) / "curve.json", Path(a).parent / "curve.json") if p.exists()), None)
-        if path is not None:
-            curves.append((Path(a).name, json.loads(path.read_text())))
+        if path is not None and json.loads(path.read_text()):
+            name = Path(a).parent.name if Path(a).name == "adapter" else Path(a).name
+            curves.append((name, json.loads(path.read_text())))
     if not curves:
         return None
-    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.3), squeeze=False)
     for ax, (name, curve) in zip(axes[0], curves):
-        key = next(k for k in ("loss", "reward", "accuracy") if k in curve[0])
-        xs = [c.get("step", c.get("iteration")) for c in curve]
-        ax.plot(xs, [c[key] for c in curve])
-        ax.set(title=name, xlabel="step", ylabel=key)
+        xkey = next(k for k in ("step", "iteration", "timestep") if k in curve[0])
+        xs = np.array([c[xkey] for c in curve])
+        for key in (k for k in CURVE_KEYS if k in curve[0]):
+            ys = np.array([c[key] for c in curve], dtype=float)
+            width = min(10, len(ys))
+            smooth = np.convolve(ys, np.ones(width) / width, mode="valid")
+            ax.plot(xs, ys, alpha=0.25)
+            ax.plot(xs[width - 1:], smooth, label=key)
+        ax.set(title=name, xlabel=xkey)
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _scores_figure(world: str, rows: list[dict[str, Any]]) -> plt.Figure:
+    """Car: improvement per category and policy; factory: accuracy and error rates per policy."""
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    groups = list(CATEGORIES) if world == "car" else ["correct", "false_accept", "false_reject", "parse_failed"]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    width = 0.8 / len(policies)
+    for i, p in enumerate(policies):
+        mine = [r for r in rows if r["policy"] == p]
+        if world == "car":
+            values = [100 * np.mean([r["improvement"] for r in mine if r["category"] == c]) for c in groups]
+        else:
+            values = [100 * np.mean([float(r[g]) for r in mine]) for g in groups]
+        ax.bar(np.arange(len(groups)) + i * width, values, width, label=p)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
+    ax.set_ylabel("improvement over default (%)" if world == "car" else "% of decisions")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
     return fig
 
 
@@ -187,12 +222,20 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
     run_dir = cfg.out_dir / f"eval-{cfg.world}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     rep = HtmlReport(f"Shakedown evaluation: {cfg.world}")
     rep.table(header, table_rows)
-    fig = _curves_figure(cfg.adapters)
+    fig = _curves_figure(cfg.adapters + cfg.baselines)
     if fig is not None:
         rep.heading("Learning curves")
         rep.figure(fig)
+    rep.heading("Per policy")
+    rep.figure(_scores_figure(cfg.world, rows))
     rep.heading("Example chains of thought")
-    examples = [r for r in rows if r["raw"]][:12]
+    seen: dict[tuple[str, str], int] = {}
+    examples = []
+    for r in rows:  # two per policy and case kind, so every model and category shows
+        key = (r["policy"], r.get("category", r.get("defect", "")))
+        if r["raw"] and seen.get(key, 0) < 2:
+            seen[key] = seen.get(key, 0) + 1
+            examples.append(r)
     rep.table(["policy", "case", "chain of thought", "raw answer"],
               [[r["policy"], r.get("instruction", r.get("defect", "")), r["thought"][:300], r["raw"][:300]]
                for r in examples] or [["(no language-model policy evaluated)", "", "", ""]])

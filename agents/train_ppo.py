@@ -127,7 +127,7 @@ def train_ppo(args: PPOArgs) -> Path:
     run = start_run("factory", "ppo", args, args.out, args.base, args.seed, adapter=args.adapter,
                     resume=args.resume)
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
-    value_head = ValueHead(model.config.text_config.hidden_size)
+    value_head = ValueHead(model.config.text_config.hidden_size).to(model.device)
     params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
@@ -176,15 +176,15 @@ def train_ppo(args: PPOArgs) -> Path:
                 h = model(**last_enc, output_hidden_states=True).hidden_states[-1][0, -1]
                 last_value = float(value_head(h))
             adv, returns = gae(steps, last_value, args.gamma, args.gae_lambda, lagrange.value)
-            adv_t = torch.tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=torch.float32)
-            ret_t = torch.tensor(returns, dtype=torch.float32)
+            adv_t = torch.tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=torch.float32, device=model.device)
+            ret_t = torch.tensor(returns, dtype=torch.float32, device=model.device)
 
             model.train()
             clipfracs, losses = [], []
             for _ in range(args.epochs):
                 order = rng.permutation(len(steps))
                 for mb in np.array_split(order, max(1, len(steps) // args.minibatch)):
-                    loss = torch.zeros(())
+                    loss = torch.zeros((), device=model.device)
                     for i in mb:
                         s = steps[i]
                         with training_autocast(model, args.bf16):

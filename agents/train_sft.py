@@ -79,12 +79,13 @@ def batch_tensors(agent: VLMAgent, batch: list[Example]) -> dict[str, torch.Tens
         pixels.append(enc["pixel_values"])
     width = max(len(r) for r in rows)
     pad = tok.pad_token_id
-    return {
+    batch = {
         "input_ids": torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
         "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
         "labels": torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels]),
         "pixel_values": torch.cat(pixels),
     }
+    return {k: v.to(agent.model.device) for k, v in batch.items()}
 
 
 def train_sft(args: SFTArgs) -> Path:

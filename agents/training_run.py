@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,9 @@ def start_run(task: str, stage: str, args: Any, out: Path, base: str, seed: int,
     parent = read_manifest(Path(adapter)) if adapter else {}
     manifest = {"base_hash": base_hash, "base": parent.get("base", base), "vision": dataclasses.asdict(agent.vision),
                 "prompt_version": agent.prompt_version, "task": task,
-                "recipe": {"stage": stage, "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
+                "recipe": {"stage": stage, "command": shlex.join(["shakedown" if "shakedown" in sys.argv[0] else
+                                                                  sys.argv[0], *sys.argv[1:]]),
+                           "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
                            "commit": git_commit(), "parent": parent.get("recipe")}}
     return Run(agent, base_hash, out, resuming, manifest)
 

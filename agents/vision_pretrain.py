@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from agents.args import parse_args
-from agents.vlm import VisionConfig, pixel_values
+from agents.vlm import VisionConfig, default_device, pixel_values
 from shakedown.progress import progress_bar
 from twin.config import ConfigError, bounded, check_bounds
 
@@ -157,9 +157,11 @@ def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None) -> Pa
         return {k: torch.from_numpy(v) if k not in stats else torch.from_numpy((v - stats[k][0]) / stats[k][1])
                 for k, v in raw.items()}
 
-    x, y = to_pixels(frames, vision.image_size), tensors(labels)
-    hx, hy = to_pixels(held_frames, vision.image_size), tensors(held_labels)
-    probe = Probe(vision, args.task)
+    device = default_device()
+    x, y = to_pixels(frames, vision.image_size).to(device), {k: v.to(device) for k, v in tensors(labels).items()}
+    hx = to_pixels(held_frames, vision.image_size).to(device)
+    hy = {k: v.to(device) for k, v in tensors(held_labels).items()}
+    probe = Probe(vision, args.task).to(device)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=args.lr, weight_decay=0.01)
     rng = np.random.default_rng(args.seed)
     history = [{"epoch": 0, **scores(probe, hx, hy)}]
@@ -171,7 +173,7 @@ def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None) -> Pa
             for idx in np.array_split(rng.permutation(len(x)), batches):
                 batch = x[idx]
                 if FLIPS[args.task]:
-                    flip = torch.from_numpy(rng.random((len(idx), 2)) < 0.5)
+                    flip = torch.from_numpy(rng.random((len(idx), 2)) < 0.5).to(device)
                     batch = torch.where(flip[:, 0, None, None, None], batch.flip(-1), batch)
                     batch = torch.where(flip[:, 1, None, None, None], batch.flip(-2), batch)
                 terms = losses(probe(batch), {k: v[idx] for k, v in y.items()})
@@ -184,7 +186,7 @@ def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None) -> Pa
             history.append({"epoch": epoch, "loss": total / batches, "seconds": time.perf_counter() - t0,
                             **scores(probe, hx, hy)})
     args.out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in probe.tower.state_dict().items()}, args.out / TOWER_FILE)
+    save_file({k: v.detach().cpu().contiguous() for k, v in probe.tower.state_dict().items()}, args.out / TOWER_FILE)
     (args.out / "vision.json").write_text(json.dumps(dataclasses.asdict(vision)))
     (args.out / "metrics.json").write_text(json.dumps({"task": args.task, "frames": args.frames,
                                                        "heldout_frames": args.heldout_frames, "history": history,
@@ -199,7 +201,7 @@ def load_tower(model: torch.nn.Module, pretrained: Path, vision: VisionConfig) -
     if saved != vision:
         raise ConfigError(f"pre-trained tower in {pretrained} has {saved}, the VLM has {vision}; "
                           "pre-train with the same VisionConfig")
-    model.model.vision_tower.load_state_dict(load_file(pretrained / TOWER_FILE))
+    model.model.vision_tower.load_state_dict(load_file(pretrained / TOWER_FILE, device=str(model.device)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ always valid action out. Everything runs on the CPU and moves to a GPU with `.to
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import torch
@@ -50,6 +51,15 @@ class VisionConfig:
         return (self.image_size // self.patch_size) ** 2
 
 
+def default_device() -> torch.device:
+    """Where models run: $SHAKEDOWN_DEVICE if set, else a CUDA GPU if there is one, else the CPU."""
+    name = os.environ.get("SHAKEDOWN_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"SHAKEDOWN_DEVICE={name!r} is not a torch device ({exc}); use e.g. cpu or cuda") from exc
+
+
 def build_vlm(base: str = DEFAULT_MODEL, vision: VisionConfig | None = None,
               seed: int = 0) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]:
     """(model, tokenizer, base-model hash): the language model's weights, a fresh vision tower."""
@@ -72,7 +82,7 @@ def build_vlm(base: str = DEFAULT_MODEL, vision: VisionConfig | None = None,
     if not getattr(text.config, "tie_word_embeddings", False):
         model.lm_head.load_state_dict(text.lm_head.state_dict())
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    model.eval()
+    model.to(default_device()).eval()
     return model, tokenizer, model_hash(model_dir)
 
 

@@ -145,6 +145,7 @@ def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
     train_grpo(GRPOArgs(**{**args.__dict__, "steps": 2, "resume": True}))
     log2 = json.loads((tmp_path / "curve.json").read_text())
     assert [e["step"] for e in log2] == [1, 2] and log2[0] == log[0]
+    assert {"seconds_sample", "seconds_drive", "seconds_update"} <= set(log2[-1])
     # every sampled answer is on the record, and the record verifies across the resume
     from safety.audit.keys import load_public
     from safety.audit.search import Query, search
@@ -156,6 +157,33 @@ def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
     assert good == {"driving": 0.5, "format": 0.25, "extraction": 0.25, "names": 0.25}
     bad = reward_terms('no idea {"warp": 1, "v_max": 2}', -1.0)
     assert bad["format"] == 0 and bad["names"] == 0.125 and bad["extraction"] == 0.25
+
+
+def test_wall_time_budget_stops_a_run_with_its_adapter_saved(trained, tmp_path):
+    from agents.train_grpo import GRPOArgs, train_grpo
+
+    args = GRPOArgs(adapter=str(trained[1]), steps=50, prompts_per_step=1, group=2, max_new_tokens=4,
+                    duration_s=0.5, out=tmp_path, max_minutes=1e-6)
+    adapter = train_grpo(args)
+    assert read_manifest(adapter)["step"] <= 1  # the budget, not the 50 steps, ended it
+
+
+def test_loaded_agent_keeps_its_prompt_vision_and_label_and_merging_keeps_outputs(trained):
+    from agents.loading import agent_from_adapter
+
+    _, adapter = trained
+    ex = car_examples(1, seed=7)[0]
+    plain = agent_from_adapter(adapter, "car", GenerationConfig(max_new_tokens=6))
+    merged = agent_from_adapter(adapter, "car", GenerationConfig(max_new_tokens=6), merge=True)
+    manifest = read_manifest(adapter)
+    assert plain.prompt_version == manifest["prompt_version"] and plain.vision == VisionConfig(**manifest["vision"])
+    assert plain.label.startswith("SFT (")
+    enc = plain.encode(ex.observation)
+    with torch.no_grad():
+        a, b = plain.model(**enc).logits, merged.model(**enc).logits
+    assert torch.allclose(a, b, atol=1e-3)  # folding LoRA into the weights changes rounding only
+    with pytest.raises(ConfigError, match="trained for the 'car' task"):
+        agent_from_adapter(adapter, "factory")
 
 
 @pytest.fixture(scope="module")
