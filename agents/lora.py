@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -61,22 +62,40 @@ def adapter_hash(adapter_dir: Path) -> str:
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
 
 
-def save_adapter(model: PeftModel, out_dir: Path, manifest: dict[str, Any]) -> str:
-    """Save atomically (a complete adapter or none); returns the adapter's hash."""
+def save_adapter(model: PeftModel, out_dir: Path, manifest: dict[str, Any],
+                 write_extra: Callable[[Path], None] | None = None) -> str:
+    """Save atomically (a complete adapter or none); returns the adapter's hash.
+
+    `write_extra(folder)` adds files (a trainer's state) that must appear together with the
+    weights. The folder is built beside the target and swapped in by two renames; between
+    them only `<name>.old` exists, which `latest_complete` still finds.
+    """
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # a leftover of a run killed while saving
     model.save_pretrained(tmp)
     (tmp / MANIFEST).write_text(json.dumps({**manifest, "adapter_hash": adapter_hash(tmp)}, indent=1))
+    if write_extra is not None:
+        write_extra(tmp)
+    old = out_dir.with_name(out_dir.name + ".old")
     if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
         out_dir.rename(old)
-        tmp.rename(out_dir)
-        import shutil
-
+    tmp.rename(out_dir)
+    if old.exists():
         shutil.rmtree(old)
-    else:
-        tmp.rename(out_dir)
     return adapter_hash(out_dir)
+
+
+def latest_complete(out_dir: Path, marker: str) -> Path | None:
+    """The folder save_adapter wrote last that holds `marker`: out_dir, or out_dir.old if a
+    save was killed between its two renames; None if neither."""
+    for candidate in (Path(out_dir), Path(out_dir).with_name(Path(out_dir).name + ".old")):
+        if (candidate / marker).exists():
+            return candidate
+    return None
 
 
 def read_manifest(adapter_dir: Path) -> dict[str, Any]:

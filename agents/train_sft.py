@@ -48,7 +48,8 @@ class SFTArgs:
     bf16: bool = True
     """bfloat16 autocast in the training passes (weights stay float32)."""
     seed: int = 0
-    checkpoint_every: int = bounded(20, 1, 1_000_000)
+    checkpoint_every: int = bounded(1, 1, 1_000_000)
+    """Updates between checkpoints; 1: a run killed with -9 loses at most the update in flight."""
     out: Path = Path("runs/sft-car")
     """Run folder: checkpoint/, adapter/, curve.json."""
     resume: bool = False

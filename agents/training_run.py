@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from agents.loading import agent_from_adapter
-from agents.lora import LoraSettings, add_lora, git_commit, read_manifest, save_adapter
+from agents.lora import LoraSettings, add_lora, git_commit, latest_complete, read_manifest, save_adapter
 from agents.vision_pretrain import load_tower
 from agents.vlm import VisionConfig, VLMAgent, build_vlm
 
@@ -48,7 +48,9 @@ class Run:
         return self.out / "checkpoint"
 
     def trainer_state(self) -> dict[str, Any] | None:
-        return torch.load(self.checkpoint / "trainer.pt", weights_only=False) if self.resuming else None
+        if not self.resuming:
+            return None
+        return torch.load(latest_complete(self.checkpoint, "trainer.pt") / "trainer.pt", weights_only=False)
 
 
 def start_run(task: str, stage: str, args: Any, out: Path, base: str, seed: int, adapter: str = "",
@@ -58,8 +60,8 @@ def start_run(task: str, stage: str, args: Any, out: Path, base: str, seed: int,
     version carry over), else a fresh LoRA on the base model, with a pre-trained vision tower
     from `vision_init` if given."""
     seed_everything(seed)
-    checkpoint = out / "checkpoint"
-    resuming = resume and (checkpoint / "trainer.pt").exists()
+    checkpoint = latest_complete(out / "checkpoint", "trainer.pt") if resume else None
+    resuming = checkpoint is not None
     start = checkpoint if resuming else (Path(adapter) if adapter else None)
     if start is not None:
         agent = agent_from_adapter(start, task, trainable=True, seed=seed)
@@ -110,11 +112,9 @@ def out_of_time(started: float, max_minutes: float) -> bool:
 
 
 def save_checkpoint(run: Run, progress: dict[str, Any], state: dict[str, Any]) -> None:
-    """Adapter and trainer state, each written whole or not at all."""
-    save_adapter(run.model, run.checkpoint, {**run.manifest, **progress})
-    tmp = run.checkpoint / "trainer.pt.tmp"
-    torch.save({**state, **progress}, tmp)
-    tmp.rename(run.checkpoint / "trainer.pt")
+    """Adapter and trainer state together, written whole or not at all."""
+    save_adapter(run.model, run.checkpoint, {**run.manifest, **progress},
+                 write_extra=lambda folder: torch.save({**state, **progress}, folder / "trainer.pt"))
 
 
 def finish_run(run: Run, progress: dict[str, Any], curve: list[dict[str, Any]]) -> Path:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents.logprobs import action_mask, answer_logprobs, decision_logprob, token_char_spans
-from agents.lora import load_adapter, read_manifest
+from agents.lora import latest_complete, load_adapter, read_manifest
 from agents.parsing import parse_car
 from agents.sft_data import car_examples, factory_examples
 from agents.train_sft import SFTArgs, train_sft
@@ -229,3 +229,42 @@ def test_value_head_reads_the_last_prompt_token_and_gae_matches_by_hand():
     a1 = d1 + 0.9 * 0.95 * d2
     assert adv.tolist() == pytest.approx([d0 + 0.9 * 0.95 * a1, a1, d2])
     assert ret.tolist() == pytest.approx([adv[0] + 0.5, adv[1] + 0.2, adv[2] + 0.1])
+
+
+def test_kill_9_mid_training_loses_at_most_the_update_in_flight(tmp_path):
+    """A real SIGKILL of a real training process, then --resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "agents.train_sft", "--task", "factory", "--examples", "4", "--steps", "500",
+           "--batch-size", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def saved_state():
+        folder = latest_complete(out / "checkpoint", "trainer.pt")
+        try:
+            return torch.load(folder / "trainer.pt", weights_only=False) if folder else None
+        except (OSError, RuntimeError, EOFError):  # swapped away while we read it
+            return None
+
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            state = saved_state()
+            if state is not None and state["step"] >= 2:
+                break
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    saved = saved_state()
+    killed_at = saved["step"]
+    assert 2 <= killed_at < 500
+    train_sft(SFTArgs(task="factory", examples=4, steps=killed_at + 1, batch_size=1, out=out, resume=True))
+    curve = json.loads((out / "curve.json").read_text())
+    assert [c["step"] for c in curve] == list(range(1, killed_at + 2))
+    assert curve[:killed_at] == saved["curve"]  # nothing acknowledged was lost or redone

@@ -85,3 +85,20 @@ def test_train_cli_forwards_stage_flags_and_refuses_a_wrong_world(tmp_path, caps
     assert (tmp_path / "v" / "vision_tower.safetensors").exists()
     assert main(["train", "factory", "--stage", "grpo"]) == 2
     assert "stage 'grpo' trains car" in capsys.readouterr().err
+
+
+def test_shipped_adapter_loads_as_trained_and_decides_on_a_held_out_track():
+    from agents.loading import agent_from_adapter
+    from agents.lora import read_manifest
+    from agents.mpc_params import MPCParams
+    from shakedown.demo import SHIPPED_ADAPTER
+
+    manifest = read_manifest(SHIPPED_ADAPTER)
+    assert manifest["task"] == "car" and manifest["recipe"]["commit"]
+    agent = agent_from_adapter(SHIPPED_ADAPTER, "car", merge=True)
+    env = CarInstructionEnv(CarTaskConfig(tracks=("sprint",), split="heldout", duration_s=0.5))
+    _, info = env.reset(seed=11, options={"category": "velocity"})
+    decision = agent.decide(info["observation"])
+    env.close()
+    assert decision.parse_status == "ok", decision.raw_output  # the trained format, not a fallback
+    assert MPCParams(**decision.action) and decision.thought
