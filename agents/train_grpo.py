@@ -36,7 +36,8 @@ from agents.loading import agent_from_adapter
 from agents.mpc_params import NAMES
 from agents.parsing import parse_car
 from agents.training_audit import log_sample, open_training_log
-from agents.training_run import finish_run, out_of_time, sample_answers, save_checkpoint, start_run
+from agents.training_run import (finish_run, out_of_time, sample_answers, save_checkpoint, start_run,
+                                 trainable_parameters)
 from agents.vlm import training_autocast
 from safety.lagrangian import Lagrange, LagrangeConfig
 from shakedown.progress import progress_bar
@@ -69,6 +70,8 @@ class GRPOArgs:
     resume: bool = False
     audit: bool = False
     """Write every sampled decision (thought, action, reward terms, costs) to out/audit.log."""
+    train_vision: bool = False
+    """Also update the vision tower and projector (off: they keep their pre-trained and SFT weights)."""
     max_minutes: float = bounded(0.0, 0.0, 1e6)
     """Stop (with a checkpoint and the final adapter) after this much wall time; 0: no limit."""
     bf16: bool = True
@@ -98,7 +101,7 @@ def reward_terms(raw: str, improvement: float) -> dict[str, float]:
 def train_grpo(args: GRPOArgs) -> Path:
     run = start_run("car", "grpo", args, args.out, args.base, args.seed, adapter=args.adapter, resume=args.resume)
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable_parameters(model, args.train_vision)
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
     step, log = 0, []

@@ -26,7 +26,8 @@ from agents.llm.model_store import DEFAULT_MODEL
 from agents.logprobs import action_mask, decision_logprob, score_answers, token_char_spans
 from agents.parsing import parse_factory
 from agents.training_audit import log_sample, open_training_log
-from agents.training_run import finish_run, out_of_time, sample_answers, save_checkpoint, start_run
+from agents.training_run import (finish_run, out_of_time, sample_answers, save_checkpoint, start_run,
+                                 trainable_parameters)
 from agents.vlm import training_autocast
 from safety.lagrangian import Lagrange, LagrangeConfig
 from shakedown.progress import progress_bar
@@ -69,6 +70,8 @@ class PPOArgs:
     resume: bool = False
     audit: bool = False
     """Write every decision of the rollouts (thought, action, reward, cost) to out/audit.log."""
+    train_vision: bool = False
+    """Also update the vision tower and projector (off: they keep their pre-trained and SFT weights)."""
     max_minutes: float = bounded(0.0, 0.0, 1e6)
     """Stop (with a checkpoint and the final adapter) after this much wall time; 0: no limit."""
     bf16: bool = True
@@ -129,7 +132,7 @@ def train_ppo(args: PPOArgs) -> Path:
                     resume=args.resume)
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
     value_head = ValueHead(model.config.text_config.hidden_size).to(model.device)
-    params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
+    params = trainable_parameters(model, args.train_vision) + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
     iteration, log = 0, []

@@ -106,6 +106,16 @@ def sample_answers(agent: VLMAgent, enc: dict[str, torch.Tensor], n: int, temper
     return answers
 
 
+def trainable_parameters(model: torch.nn.Module, train_vision: bool = True) -> list[torch.nn.Parameter]:
+    """The parameters an optimizer updates; train_vision=False freezes the vision tower and the
+    projector (as RL4VLM freezes its vision encoder in RL: small, noisy RL batches wear away
+    features that pre-training and SFT built)."""
+    for name, p in model.named_parameters():
+        if not train_vision and ("vision_tower" in name or "multi_modal_projector" in name):
+            p.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def out_of_time(started: float, max_minutes: float) -> bool:
     """Whether a run with a wall-time budget (0: none) has used it up."""
     return max_minutes > 0 and time.perf_counter() - started >= 60.0 * max_minutes
