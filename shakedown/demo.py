@@ -56,7 +56,7 @@ class DemoConfig:
     stress_steps: int = 400
     """Control steps (50 Hz) per reckless episode."""
     vlm: bool = True
-    """Also run the VLM agent with the shipped adapter (agents/adapters/car-sft), if present."""
+    """Also run the VLM agent with the shipped adapter (agents/adapters/car), if present."""
 
     def __post_init__(self) -> None:
         load_track(self.track)
@@ -75,7 +75,7 @@ class EpisodeRow:
     vlm_status: str = ""
 
 
-SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "agents" / "adapters" / "car-sft"
+SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "agents" / "adapters" / "car"
 """The adapter `shakedown train car --stage sft` produced for this release (recipe in its manifest)."""
 SAFETY = CarSafetySpec(zones=(SpeedZone(s_start=20.0, s_end=32.0, v_max=2.0),))
 """The demo's hard constraints: the defaults plus a slow zone (think pit lane) the MPC does not know of."""
