@@ -188,7 +188,7 @@ def _scores_figure(world: str, rows: list[dict[str, Any]]) -> plt.Figure:
     """Car: improvement per category and policy; factory: accuracy and error rates per policy."""
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     groups = list(CATEGORIES) if world == "car" else ["correct", "false_accept", "false_reject", "parse_failed"]
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = plt.subplots(figsize=(11, 3.6))
     width = 0.8 / len(policies)
     for i, p in enumerate(policies):
         mine = [r for r in rows if r["policy"] == p]
@@ -200,7 +200,7 @@ def _scores_figure(world: str, rows: list[dict[str, Any]]) -> plt.Figure:
     ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
     ax.set_ylabel("improvement over default (%)" if world == "car" else "% of decisions")
     ax.axhline(0, color="black", lw=0.8)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
