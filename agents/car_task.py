@@ -29,6 +29,9 @@ from twin.config import ConfigError, bounded, check_bounds
 from twin.randomization import Term
 from twin.tracks import TRAIN_TRACKS, load_track
 
+ACTION_LOW = np.array([p.low for p in PARAM_TABLE], np.float32)
+ACTION_HIGH = np.array([p.high for p in PARAM_TABLE], np.float32)
+"""Bounds of the action (the 11 MPC parameters in PARAM_TABLE order, raw units)."""
 STATE_KEYS = ("speed", "lateral_offset", "heading_error", "steer", "half_width", "curvature", "track_length")
 
 
@@ -102,9 +105,7 @@ class CarInstructionEnv(gym.Env):
         self._twins: dict[str, CarTwin] = {}
         self._mpcs: dict[str, FrenetMPC] = {}
         self._guards: dict[str, CarGuard] = {}
-        low = np.array([p.low for p in PARAM_TABLE], np.float32)
-        high = np.array([p.high for p in PARAM_TABLE], np.float32)
-        self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
+        self.action_space = gym.spaces.Box(ACTION_LOW, ACTION_HIGH, dtype=np.float32)
         spaces = {"state": gym.spaces.Box(-np.inf, np.inf, (len(STATE_KEYS),), np.float32),
                   "instruction": gym.spaces.Box(-10.0, 10.0, (len(CATEGORIES) + 1,), np.float32)}
         if self.config.image_obs:

@@ -162,9 +162,10 @@ def _curves_figure(runs: tuple[str, ...]) -> plt.Figure | None:
     for a in runs:
         # a run folder keeps curve.json beside adapter/; a shipped adapter or an SB3 run keeps it inside
         path = next((p for p in (Path(a) / "curve.json", Path(a).parent / "curve.json") if p.exists()), None)
-        if path is not None and json.loads(path.read_text()):
+        curve = json.loads(path.read_text()) if path is not None else []
+        if curve:
             name = Path(a).parent.name if Path(a).name == "adapter" else Path(a).name
-            curves.append((name, json.loads(path.read_text())))
+            curves.append((name, curve))
     if not curves:
         return None
     fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.3), squeeze=False)

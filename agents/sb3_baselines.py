@@ -27,7 +27,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 
 from agents.args import parse_args
-from agents.car_task import CarInstructionEnv, CarTaskConfig, task_arrays
+from agents.car_task import ACTION_HIGH, ACTION_LOW, CarInstructionEnv, CarTaskConfig, task_arrays
 from agents.interface import Decision, Observation
 from agents.lora import git_commit
 from agents.mpc_params import PARAM_TABLE
@@ -158,9 +158,7 @@ class SB3Policy:
             arrays.pop("image", None)
         action, _ = self.model.predict(arrays, deterministic=True)
         if self.world == "car":
-            low = np.array([p.low for p in PARAM_TABLE], np.float32)
-            high = np.array([p.high for p in PARAM_TABLE], np.float32)
-            values = to_params(action, low, high)
+            values = to_params(action, ACTION_LOW, ACTION_HIGH)
             return Decision(action={p.name: float(v) for p, v in zip(PARAM_TABLE, values)}, policy_id=self.policy_id)
         return Decision(action={"decision": DECISIONS[int(action)]}, policy_id=self.policy_id)
 

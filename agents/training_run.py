@@ -33,7 +33,6 @@ class Run:
     """The policy being trained and where its run lives."""
 
     agent: VLMAgent
-    base_hash: str
     out: Path
     resuming: bool
     """Continuing from out/checkpoint."""
@@ -71,15 +70,14 @@ def start_run(task: str, stage: str, args: Any, out: Path, base: str, seed: int,
         if vision_init:
             load_tower(model, Path(vision_init), vision)
         agent = VLMAgent(add_lora(model, lora or LoraSettings()), tokenizer, task, base_hash, vision=vision, seed=seed)
-    base_hash = agent.base_hash
     parent = read_manifest(Path(adapter)) if adapter else {}
-    manifest = {"base_hash": base_hash, "base": parent.get("base", base), "vision": dataclasses.asdict(agent.vision),
+    manifest = {"base_hash": agent.base_hash, "base": parent.get("base", base), "vision": dataclasses.asdict(agent.vision),
                 "prompt_version": agent.prompt_version, "task": task,
                 "recipe": {"stage": stage, "command": shlex.join(["shakedown" if "shakedown" in sys.argv[0] else
                                                                   sys.argv[0], *sys.argv[1:]]),
                            "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
                            "commit": git_commit(), "parent": parent.get("recipe")}}
-    return Run(agent, base_hash, out, resuming, manifest)
+    return Run(agent, out, resuming, manifest)
 
 
 def sample_answers(agent: VLMAgent, enc: dict[str, torch.Tensor], n: int, temperature: float,
