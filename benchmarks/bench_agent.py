@@ -34,13 +34,13 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM
 
-from agents.car_task import CarInstructionEnv, CarTaskConfig
-from agents.llm.model_store import resolve_model
-from agents.loading import agent_from_adapter
-from agents.lora import read_manifest
-from agents.train_grpo import GRPOArgs, train_grpo
-from agents.vlm import GenerationConfig
-from twin.tracks import HELD_OUT
+from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
+from agents.vlm.model_store import resolve_model
+from agents.vlm.loading import agent_from_adapter
+from agents.vlm.lora import read_manifest
+from agents.training.grpo import GRPOArgs, train_grpo
+from agents.vlm.model import GenerationConfig
+from twin.car.tracks import HELD_OUT
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "agents" / "adapters" / "car"

@@ -66,16 +66,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agents.car_loop import drive  # noqa: E402
-from agents.mpc import FrenetMPC, MPCConfig  # noqa: E402
-from agents.mpc_params import DEFAULT  # noqa: E402
+from agents.control.loop import drive  # noqa: E402
+from agents.control.mpc import FrenetMPC, MPCConfig  # noqa: E402
+from agents.control.mpc_params import DEFAULT  # noqa: E402
 from twin import vehicle  # noqa: E402
-from twin.actuation import Command  # noqa: E402
-from twin.bullet import quiet_stdout  # noqa: E402
-from twin.car_env import CarDriveConfig, CarDriveEnv  # noqa: E402
-from twin.car_twin import CarParams, CarTwin, CarTwinConfig  # noqa: E402
-from twin.car_world import BODY_HEIGHT  # noqa: E402
-from twin.sensors import CameraParams, LidarParams, LightingParams  # noqa: E402
+from twin.car.actuation import Command  # noqa: E402
+from twin.core.bullet import quiet_stdout  # noqa: E402
+from agents.tasks.car.drive_env import CarDriveConfig, CarDriveEnv  # noqa: E402
+from twin.car.twin import CarParams, CarTwin, CarTwinConfig  # noqa: E402
+from twin.car.world import BODY_HEIGHT  # noqa: E402
+from twin.core.sensors import CameraParams, LidarParams, LightingParams  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "car.json"
 SPEED_CMD = 2.0

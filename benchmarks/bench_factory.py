@@ -79,14 +79,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_car import machine_info, quiet_stdout, summarize  # noqa: E402
-from safety.factory_guard import FactoryGuard  # noqa: E402
-from twin.factory_arm import JOINTS  # noqa: E402
-from twin.factory_command import FactoryCommand  # noqa: E402
-from twin.factory_env import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskConfig  # noqa: E402
-from twin.factory_params import FactoryParams  # noqa: E402
-from twin.factory_twin import FactoryTwin, FactoryTwinConfig  # noqa: E402
-from twin.factory_world import INSPECT_X  # noqa: E402
-from twin.sensors import CameraParams, LightingParams  # noqa: E402
+from safety.factory.guard import FactoryGuard  # noqa: E402
+from twin.factory.arm import JOINTS  # noqa: E402
+from twin.factory.command import FactoryCommand  # noqa: E402
+from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskConfig  # noqa: E402
+from twin.factory.params import FactoryParams  # noqa: E402
+from twin.factory.twin import FactoryTwin, FactoryTwinConfig  # noqa: E402
+from twin.factory.world import INSPECT_X  # noqa: E402
+from twin.core.sensors import CameraParams, LightingParams  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "factory.json"
 CONTROL_HZ = 20.0

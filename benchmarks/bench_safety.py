@@ -74,18 +74,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agents.mpc_params import PARAM_TABLE  # noqa: E402
+from agents.control.mpc_params import PARAM_TABLE  # noqa: E402
 from benchmarks.bench_car import machine_info, quiet_stdout, summarize  # noqa: E402
 from safety.audit.keys import generate  # noqa: E402
 from safety.audit.log import AuditConfig, AuditLog  # noqa: E402
 from safety.audit.verify import verify  # noqa: E402
-from safety.car_guard import CarGuard  # noqa: E402
-from safety.car_shield import CarShieldState, lidar_points  # noqa: E402
-from safety.factory_shield import FactoryShield, FactoryShieldState  # noqa: E402
+from safety.car.guard import CarGuard  # noqa: E402
+from safety.car.shield import CarShieldState, lidar_points  # noqa: E402
+from safety.factory.shield import FactoryShield, FactoryShieldState  # noqa: E402
 from safety.verdict import Verdict  # noqa: E402
-from twin.actuation import Command  # noqa: E402
-from twin.car_twin import CarTwin, CarTwinConfig  # noqa: E402
-from twin.factory_command import FactoryCommand  # noqa: E402
+from twin.car.actuation import Command  # noqa: E402
+from twin.car.twin import CarTwin, CarTwinConfig  # noqa: E402
+from twin.factory.command import FactoryCommand  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "safety.json"
 STEER_LIMIT = 0.4

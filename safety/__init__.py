@@ -1,1 +1,3 @@
-"""Shields, constraint costs and the tamper-evident audit log (not built yet: see the safety issue)."""
+"""Shields, guards and constraint costs per world (`car/`, `factory/`), the verdict and cost
+records they share, the PPO-Lagrangian multiplier, and the tamper-evident audit log
+(`audit/`). Imports only `twin`."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from twin.config import bounded, check_bounds
+from twin.core.config import bounded, check_bounds
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from twin.config import ConfigError
+from twin.core.config import ConfigError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -101,11 +101,11 @@ def _audit_repair(args: argparse.Namespace) -> int:
 
 STAGES = {
     # stage: (module, worlds it serves, the flag naming the world in the stage's args)
-    "vision": ("agents.vision_pretrain", ("car", "factory"), "--task"),
-    "sft": ("agents.train_sft", ("car", "factory"), "--task"),
-    "grpo": ("agents.train_grpo", ("car",), None),
-    "ppo": ("agents.train_ppo", ("factory",), None),
-    "sb3": ("agents.sb3_baselines", ("car", "factory"), "--world"),
+    "vision": ("agents.training.vision", ("car", "factory"), "--task"),
+    "sft": ("agents.training.sft", ("car", "factory"), "--task"),
+    "grpo": ("agents.training.grpo", ("car",), None),
+    "ppo": ("agents.training.ppo", ("factory",), None),
+    "sb3": ("agents.training.sb3", ("car", "factory"), "--world"),
 }
 
 
@@ -123,7 +123,7 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from agents.evaluate import EvalConfig, run_eval
+    from agents.evaluation.evaluate import EvalConfig, run_eval
 
     run_eval(EvalConfig(world=args.world, adapters=tuple(args.adapter), baselines=tuple(args.baseline),
                         zero_shot=not args.no_zero_shot,

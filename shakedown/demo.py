@@ -18,23 +18,23 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from agents.car_task import Attempt, CarInstructionEnv, CarTaskConfig
-from agents.expert import FixedParamsPolicy, ScriptedCarExpert
-from agents.instructions import CATEGORIES
-from agents.interface import Decision, Observation, Policy
+from agents.tasks.car.instruction_env import Attempt, CarInstructionEnv, CarTaskConfig
+from agents.policies.car_expert import FixedParamsPolicy, ScriptedCarExpert
+from agents.tasks.car.instructions import CATEGORIES
+from twin.core.contracts import Decision, Observation, Policy
 from safety.audit import keys
 from safety.audit.log import AuditLog
 from safety.audit.records import decision_body
 from safety.audit.verify import verify
-from safety.car_spec import CarSafetySpec, SpeedZone
-from twin.car_env import CarDriveConfig, CarDriveEnv
-from twin.car_randomization import CAR_RANDOMIZATION
-from twin.car_twin import CarTwinConfig
-from twin.car_world import Obstacle
+from safety.car.spec import CarSafetySpec, SpeedZone
+from agents.tasks.car.drive_env import CarDriveConfig, CarDriveEnv
+from twin.car.randomization import CAR_RANDOMIZATION
+from twin.car.twin import CarTwinConfig
+from twin.car.world import Obstacle
 from shakedown.progress import progress_bar
 from shakedown.report import HtmlReport, plt
-from twin.config import ConfigError
-from twin.tracks import HELD_OUT, load_track
+from twin.core.config import ConfigError
+from twin.car.tracks import HELD_OUT, load_track
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +96,7 @@ def shipped_agent(console: Console) -> Policy | None:
     if not (SHIPPED_ADAPTER / "adapter_model.safetensors").exists():
         console.print(f"(no shipped adapter at {SHIPPED_ADAPTER}: the VLM column is skipped)")
         return None
-    from agents.loading import agent_from_adapter
+    from agents.vlm.loading import agent_from_adapter
 
     return agent_from_adapter(SHIPPED_ADAPTER, "car", merge=True)
 

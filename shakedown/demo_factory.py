@@ -17,18 +17,18 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from agents.factory_policies import HeuristicInspector, ScriptedInspector
-from agents.interface import Policy
+from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
+from twin.core.contracts import Policy
 from safety.audit import keys
 from safety.audit.log import AuditLog
 from safety.audit.records import decision_body
 from safety.audit.verify import verify
 from shakedown.progress import progress_bar
 from shakedown.report import HtmlReport, plt
-from twin.config import ConfigError
-from twin.factory_env import FactoryInspectionEnv, FactoryTaskConfig
-from twin.factory_samples import part_frames
-from twin.factory_twin import DECISIONS
+from twin.core.config import ConfigError
+from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from twin.factory.samples import part_frames
+from twin.factory.twin import DECISIONS
 
 EVENTS = [(8.0, "person_enter"), (22.0, "jam"), (34.0, "glare"), (45.0, "belt_slip")]
 """Rare events injected into every episode (time in s, event)."""

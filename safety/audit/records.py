@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from agents.interface import Decision, Observation
+from twin.core.contracts import Decision, Observation
 
 
 def decision_body(

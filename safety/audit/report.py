@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agents.mpc_params import DEFAULT
+from agents.control.mpc_params import DEFAULT
 from safety.audit.contradictions import contradictions
 from safety.audit.log import iter_entries
 from safety.audit.search import intervened, total_cost

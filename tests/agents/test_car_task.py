@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from stable_baselines3.common.env_checker import check_env
 
-from agents.car_metrics import FAILURE_IMPROVEMENT, improvement
-from agents.car_task import CarInstructionEnv, CarTaskConfig
-from agents.expert import ScriptedCarExpert, expert_params
-from agents.instructions import (CATEGORIES, HELD_OUT_PARAPHRASES, TRAIN_PARAPHRASES, parse_instruction,
+from agents.tasks.car.metrics import FAILURE_IMPROVEMENT, improvement
+from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
+from agents.policies.car_expert import ScriptedCarExpert, expert_params
+from agents.tasks.car.instructions import (CATEGORIES, HELD_OUT_PARAPHRASES, TRAIN_PARAPHRASES, parse_instruction,
                                  sample_instruction)
-from agents.mpc_params import DEFAULT, MPCParams
-from twin.config import ConfigError
+from agents.control.mpc_params import DEFAULT, MPCParams
+from twin.core.config import ConfigError
 
 
 @pytest.fixture(scope="module")

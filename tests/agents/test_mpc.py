@@ -5,12 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.car_loop import drive
-from agents.mpc import FrenetMPC, MPCConfig
-from agents.mpc_params import DEFAULT, NAMES, PARAM_TABLE, MPCParams, clamp_dict, table_text
-from twin.car_twin import CarTwin, CarTwinConfig
-from twin.config import ConfigError
-from twin.tracks import NAMED_TRACKS
+from agents.control.loop import drive
+from agents.control.mpc import FrenetMPC, MPCConfig
+from agents.control.mpc_params import DEFAULT, NAMES, PARAM_TABLE, MPCParams, clamp_dict, table_text
+from twin.car.twin import CarTwin, CarTwinConfig
+from twin.core.config import ConfigError
+from twin.car.tracks import NAMED_TRACKS
 
 
 @pytest.mark.parametrize("track", NAMED_TRACKS + ("procedural-5",))
@@ -48,7 +48,7 @@ def test_plan_respects_input_and_steering_bounds():
         assert out.status == "solved"
         assert np.all(np.abs(out.plan[:, 4]) <= cfg.steer_max + 1e-3)
         assert np.all(np.abs(np.diff(out.plan[:, 4])) <= cfg.steer_rate_max * cfg.dt + 1e-3)
-        from twin.actuation import Command
+        from twin.car.actuation import Command
         twin.step(Command(out.speed, out.steer))
     twin.close()
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.mpc_params import DEFAULT, NAMES, MPCParams
-from agents.parsing import FACTORY_FALLBACK, parse_car, parse_factory
+from agents.control.mpc_params import DEFAULT, NAMES, MPCParams
+from agents.vlm.parsing import FACTORY_FALLBACK, parse_car, parse_factory
 
 
 def test_think_then_json():

@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from agents.logprobs import action_mask, answer_logprobs, decision_logprob, token_char_spans
-from agents.lora import latest_complete, load_adapter, read_manifest
-from agents.parsing import parse_car
-from agents.sft_data import car_examples, factory_examples
-from agents.train_sft import SFTArgs, train_sft
-from agents.vlm import GenerationConfig, VisionConfig, VLMAgent, build_vlm
-from twin.config import ConfigError
+from agents.vlm.logprobs import action_mask, answer_logprobs, decision_logprob, token_char_spans
+from agents.vlm.lora import latest_complete, load_adapter, read_manifest
+from agents.vlm.parsing import parse_car
+from agents.training.sft_data import car_examples, factory_examples
+from agents.training.sft import SFTArgs, train_sft
+from agents.vlm.model import GenerationConfig, VisionConfig, VLMAgent, build_vlm
+from twin.core.config import ConfigError
 
 
 def test_expert_examples_parse_back_to_the_expert_action():
@@ -73,7 +73,7 @@ def test_adapter_reload_reproduces_outputs_exactly_and_refuses_another_base(trai
 
 def test_group_logprobs_share_the_prompt_and_match_separate_passes():
     """The prompt's cache is shared by the group: same numbers as one full pass per answer."""
-    from agents.logprobs import group_logprobs
+    from agents.vlm.logprobs import group_logprobs
 
     model, tok, base_hash = build_vlm(seed=0)
     agent = VLMAgent(model, tok, "car", base_hash)
@@ -92,7 +92,7 @@ def test_group_logprobs_share_the_prompt_and_match_separate_passes():
 
 
 def test_group_sampling_with_a_shared_prompt_cache_matches_plain_decoding():
-    from agents.training_run import sample_answers
+    from agents.training.run import sample_answers
 
     model, tok, base_hash = build_vlm(seed=0)
     agent = VLMAgent(model, tok, "factory", base_hash, generation=GenerationConfig(max_new_tokens=10))
@@ -133,7 +133,7 @@ def test_cot_and_action_logprob_split_matches_a_direct_computation():
 
 
 def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
-    from agents.train_grpo import GRPOArgs, reward_terms, train_grpo
+    from agents.training.grpo import GRPOArgs, reward_terms, train_grpo
 
     _, sft_adapter = trained
     args = GRPOArgs(adapter=str(sft_adapter), steps=1, prompts_per_step=1, group=2, max_new_tokens=8,
@@ -160,7 +160,7 @@ def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
 
 
 def test_wall_time_budget_stops_a_run_with_its_adapter_saved(trained, tmp_path):
-    from agents.train_grpo import GRPOArgs, train_grpo
+    from agents.training.grpo import GRPOArgs, train_grpo
 
     args = GRPOArgs(adapter=str(trained[1]), steps=50, prompts_per_step=1, group=2, max_new_tokens=4,
                     duration_s=0.5, out=tmp_path, max_minutes=1e-6)
@@ -169,7 +169,7 @@ def test_wall_time_budget_stops_a_run_with_its_adapter_saved(trained, tmp_path):
 
 
 def test_loaded_agent_keeps_its_prompt_vision_and_label_and_merging_keeps_outputs(trained):
-    from agents.loading import agent_from_adapter
+    from agents.vlm.loading import agent_from_adapter
 
     _, adapter = trained
     ex = car_examples(1, seed=7)[0]
@@ -193,7 +193,7 @@ def factory_sft(tmp_path_factory):
 
 
 def test_ppo_iteration_end_to_end_and_resume(factory_sft, trained, tmp_path):
-    from agents.train_ppo import PPOArgs, train_ppo
+    from agents.training.ppo import PPOArgs, train_ppo
 
     with pytest.raises(ConfigError, match="trained for the 'car' task"):
         train_ppo(PPOArgs(adapter=str(trained[1]), iterations=1, out=tmp_path / "wrong"))
@@ -208,7 +208,7 @@ def test_ppo_iteration_end_to_end_and_resume(factory_sft, trained, tmp_path):
 
 
 def test_value_head_reads_the_last_prompt_token_and_gae_matches_by_hand():
-    from agents.train_ppo import Step, ValueHead, gae, score
+    from agents.training.ppo import Step, ValueHead, gae, score
 
     model, tok, base_hash = build_vlm(seed=0)
     agent = VLMAgent(model, tok, "factory", base_hash)
@@ -240,7 +240,7 @@ def test_kill_9_mid_training_loses_at_most_the_update_in_flight(tmp_path):
     import time
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "agents.train_sft", "--task", "factory", "--examples", "4", "--steps", "500",
+    cmd = [sys.executable, "-m", "agents.training.sft", "--task", "factory", "--examples", "4", "--steps", "500",
            "--batch-size", "1", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -5,11 +5,11 @@ Both counts are printed (pytest -s shows them) and asserted."""
 import numpy as np
 import pytest
 
-from safety.car_spec import CarSafetySpec, SpeedZone
-from twin.car_env import CarDriveConfig, CarDriveEnv
-from twin.car_randomization import CAR_RANDOMIZATION
-from twin.car_twin import CarTwinConfig
-from twin.car_world import Obstacle
+from safety.car.spec import CarSafetySpec, SpeedZone
+from agents.tasks.car.drive_env import CarDriveConfig, CarDriveEnv
+from twin.car.randomization import CAR_RANDOMIZATION
+from twin.car.twin import CarTwinConfig
+from twin.car.world import Obstacle
 
 SPEC = CarSafetySpec(zones=(SpeedZone(20.0, 30.0, 1.5),))
 OBSTACLES = (Obstacle(s=12.0, d=0.3), Obstacle(s=40.0, d=-0.35, size=0.4))

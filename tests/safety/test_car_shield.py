@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from matplotlib.path import Path as PolyPath
 from scipy.spatial import cKDTree
 
-from safety.car_shield import CarShield, CarShieldState, model_step
-from safety.car_spec import CarSafetySpec, SpeedZone
-from safety.clearance import clearance_map
-from twin.actuation import Command
-from twin.config import ConfigError
-from twin.tracks import load_track
+from safety.car.shield import CarShield, CarShieldState, model_step
+from safety.car.spec import CarSafetySpec, SpeedZone
+from safety.car.clearance import clearance_map
+from twin.car.actuation import Command
+from twin.core.config import ConfigError
+from twin.car.tracks import load_track
 
 SPEC = CarSafetySpec(zones=(SpeedZone(10.0, 18.0, 1.5),))
 TRACKS = ("oval", "chicane")

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safety.factory_shield import FactoryShield, FactoryShieldState
-from safety.factory_spec import FactorySafetySpec
+from safety.factory.shield import FactoryShield, FactoryShieldState
+from safety.factory.spec import FactorySafetySpec
 from safety.lagrangian import Lagrange, LagrangeConfig
-from twin.config import ConfigError
-from twin.factory_command import FactoryCommand
+from twin.core.config import ConfigError
+from twin.factory.command import FactoryCommand
 
 SPEC = FactorySafetySpec()
 anything = st.one_of(st.floats(-20, 20), st.sampled_from([math.nan, math.inf, -math.inf]))

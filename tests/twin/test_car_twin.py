@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from stable_baselines3.common.env_checker import check_env
 
-from twin.actuation import Command
-from twin.car_env import CarDriveConfig, CarDriveEnv
-from twin.car_randomization import CAR_RANDOMIZATION
-from twin.car_twin import CarTwin, CarTwinConfig
-from twin.car_world import Obstacle
-from twin.config import ConfigError
+from twin.car.actuation import Command
+from agents.tasks.car.drive_env import CarDriveConfig, CarDriveEnv
+from twin.car.randomization import CAR_RANDOMIZATION
+from twin.car.twin import CarTwin, CarTwinConfig
+from twin.car.world import Obstacle
+from twin.core.config import ConfigError
 
 
 def _lane_keep(state):
@@ -119,8 +119,8 @@ def test_env_reports_action_clamps_in_info():
 
 
 def test_actuation_delay_postpones_the_response():
-    from twin.car_twin import CarParams
-    from twin.actuation import ActuationParams
+    from twin.car.twin import CarParams
+    from twin.car.actuation import ActuationParams
     speeds = {}
     for delay in (0.0, 0.2):
         params = CarParams(actuation=ActuationParams(delay_s=delay))
@@ -134,7 +134,7 @@ def test_actuation_delay_postpones_the_response():
 
 
 def test_low_friction_patch_widens_the_turn():
-    from twin.car_twin import CarParams
+    from twin.car.twin import CarParams
     radii = []
     for patch in (1.0, 0.15):
         twin = CarTwin(CarTwinConfig(track="kidney", lidar=False, params=CarParams(friction_patches=(patch,))))

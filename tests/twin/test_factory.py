@@ -6,18 +6,18 @@ import pytest
 import torch
 from stable_baselines3.common.env_checker import check_env
 
-from agents.factory_policies import HeuristicInspector, ScriptedInspector
-from safety.factory_guard import FactoryGuard
-from twin.config import ConfigError
-from twin.factory_arm import UnreachableError
-from twin.factory_command import FactoryCommand
-from twin.factory_env import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskConfig
-from twin.factory_params import FACTORY_RANDOMIZATION, FactoryParams, FeederParams
-from twin.factory_parts import KINDS, PartSpec
-from twin.factory_samples import part_frames
-from twin.factory_twin import FactoryTwin, FactoryTwinConfig
-from twin.factory_world import BELT_TOP, BINS, PICK_X
-from twin.randomization import Randomizer, Term, Uniform
+from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
+from safety.factory.guard import FactoryGuard
+from twin.core.config import ConfigError
+from twin.factory.arm import UnreachableError
+from twin.factory.command import FactoryCommand
+from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskConfig
+from twin.factory.params import FACTORY_RANDOMIZATION, FactoryParams, FeederParams
+from twin.factory.parts import KINDS, PartSpec
+from twin.factory.samples import part_frames
+from twin.factory.twin import FactoryTwin, FactoryTwinConfig
+from twin.factory.world import BELT_TOP, BINS, PICK_X
+from twin.core.randomization import Randomizer, Term, Uniform
 
 
 def test_check_env_passes_for_both_tasks():
@@ -101,7 +101,7 @@ def test_defects_are_visible_to_a_small_classifier():
 
 def test_heuristic_inspector_beats_chance_and_expert_is_perfect():
     frames, specs = part_frames(80, seed=5)
-    from agents.interface import Observation
+    from twin.core.contracts import Observation
     h, e = HeuristicInspector(), ScriptedInspector()
     right_h = right_e = 0
     for f, s in zip(frames, specs):

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twin.car_randomization import CAR_RANDOMIZATION
-from twin.car_twin import CarParams
-from twin.config import ConfigError, get_path
-from twin.randomization import Choice, Normal, Randomizer, Term, Uniform
+from twin.car.randomization import CAR_RANDOMIZATION
+from twin.car.twin import CarParams
+from twin.core.config import ConfigError, get_path
+from twin.core.randomization import Choice, Normal, Randomizer, Term, Uniform
 
 
 @settings(max_examples=60, deadline=None)
@@ -93,7 +93,7 @@ def test_replaying_invalid_draws_is_an_error_not_a_silent_clamp():
 
 
 def test_config_rejects_out_of_range_value_naming_field():
-    from twin.vehicle import VehicleParams
+    from twin.car.vehicle import VehicleParams
     with pytest.raises(ConfigError, match="VehicleParams.mass"):
         VehicleParams(mass=-1.0)
     with pytest.raises(ConfigError, match="mass"):

@@ -1,0 +1,1 @@
+"""Factory tasks: part inspection and line control envs, and the cell's metrics."""

@@ -1,0 +1,229 @@
+"""PPO with chain of thought on factory inspection (RL4VLM's method, multi-step), top to bottom.
+
+    python -m agents.training.ppo --adapter runs/sft-factory/adapter --iterations 20
+
+Rollout: for each part the agent sees the frame, writes a chain of thought and a JSON
+decision; the decision is executed in the twin (an unparsable answer executes the safe
+default, hold, and is penalised). The buffer keeps every step's own prompt and image
+(RL4VLM re-scores with the first prompt, one of its bugs), the answer tokens, and which
+answer tokens are the action, found by text offsets. A decision's log-probability is
+lambda * log p(CoT) + log p(action); the value head reads the hidden state of the last
+prompt token. Advantages by GAE on the Lagrangian reward (reward - lambda_c * cost); then
+`epochs` passes of the clipped PPO objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.args import parse_args
+from agents.vlm.model_store import DEFAULT_MODEL
+from agents.vlm.logprobs import action_mask, decision_logprob, score_answers, token_char_spans
+from agents.vlm.parsing import parse_factory
+from agents.training.audit import log_sample, open_training_log
+from agents.training.run import (finish_run, out_of_time, sample_answers, save_checkpoint, start_run,
+                                 trainable_parameters)
+from agents.vlm.model import training_autocast
+from safety.lagrangian import Lagrange, LagrangeConfig
+from shakedown.progress import progress_bar
+from twin.core.config import bounded, check_bounds
+from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from twin.factory.twin import DECISIONS
+
+PARSE_PENALTY = -0.5
+"""Reward term added when the answer could not be parsed (the safe default was executed)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOArgs:
+    adapter: str = ""
+    """Adapter to start from (an SFT run's adapter/); empty: a fresh LoRA."""
+    base: str = DEFAULT_MODEL
+    iterations: int = bounded(20, 1, 1_000_000)
+    rollout_steps: int = bounded(16, 1, 100_000)
+    """Decisions collected per iteration."""
+    epochs: int = bounded(4, 1, 100)
+    """PPO passes over each rollout (RL4VLM: 4)."""
+    minibatch: int = bounded(4, 1, 4096)
+    clip: float = bounded(0.1, 0.01, 1.0)
+    """PPO ratio clip (RL4VLM: 0.1)."""
+    lr: float = bounded(1e-5, 1e-8, 1.0)
+    gamma: float = bounded(0.9, 0.0, 1.0)
+    gae_lambda: float = bounded(0.95, 0.0, 1.0)
+    cot_lambda: float = bounded(0.5, 0.0, 1.0)
+    """Weight of the chain of thought's log-probability (RL4VLM: 0.3-0.5 learn)."""
+    value_coef: float = bounded(0.5, 0.0, 100.0)
+    max_grad_norm: float = bounded(1.0, 1e-4, 100.0)
+    max_new_tokens: int = bounded(48, 1, 4096)
+    temperature: float = bounded(1.0, 0.05, 5.0)
+    parts_per_episode: int = bounded(8, 1, 10_000)
+    cost_limit: float = bounded(0.0, 0.0, 1e9)
+    seed: int = 0
+    checkpoint_every: int = bounded(1, 1, 1_000_000)
+    """Updates between checkpoints; 1: a run killed with -9 loses at most the update in flight."""
+    out: Path = Path("runs/ppo-factory")
+    resume: bool = False
+    audit: bool = False
+    """Write every decision of the rollouts (thought, action, reward, cost) to out/audit.log."""
+    train_vision: bool = False
+    """Also update the vision tower and projector (off: they keep their pre-trained and SFT weights)."""
+    max_minutes: float = bounded(0.0, 0.0, 1e6)
+    """Stop (with a checkpoint and the final adapter) after this much wall time; 0: no limit."""
+    bf16: bool = True
+    """bfloat16 autocast in the update passes (weights stay float32)."""
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+
+class ValueHead(torch.nn.Module):
+    """MLP on the hidden state of the last prompt token (RL4VLM)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(hidden, 256), torch.nn.Tanh(), torch.nn.Linear(256, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h.float()).squeeze(-1)
+
+
+@dataclasses.dataclass
+class Step:
+    """One decision in the rollout buffer, with its own prompt and image."""
+
+    enc: dict[str, torch.Tensor]
+    answer: torch.Tensor
+    is_action: torch.Tensor
+    logp: float
+    value: float
+    reward: float
+    cost: float
+    done: bool
+
+
+def score(model, value_head: ValueHead, enc: dict[str, torch.Tensor], answer: torch.Tensor,
+          is_action: torch.Tensor, cot_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(decision log-prob, value): the value head reads the last prompt token's hidden state."""
+    (logps,), hidden = score_answers(model, enc, [answer], hidden=True)
+    return decision_logprob(logps, is_action, cot_lambda), value_head(hidden)
+
+
+def gae(steps: list[Step], last_value: float, gamma: float, lam: float, penalty: float) -> tuple[np.ndarray, np.ndarray]:
+    """Advantages and returns of the Lagrangian reward (reward - penalty * cost)."""
+    adv = np.zeros(len(steps))
+    running = 0.0
+    for t in reversed(range(len(steps))):
+        s = steps[t]
+        next_value = last_value if t == len(steps) - 1 else steps[t + 1].value
+        nonterminal = 0.0 if s.done else 1.0
+        delta = s.reward - penalty * s.cost + gamma * next_value * nonterminal - s.value
+        running = delta + gamma * lam * nonterminal * running
+        adv[t] = running
+    return adv, adv + np.array([s.value for s in steps])
+
+
+def train_ppo(args: PPOArgs) -> Path:
+    run = start_run("factory", "ppo", args, args.out, args.base, args.seed, adapter=args.adapter,
+                    resume=args.resume)
+    model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
+    value_head = ValueHead(model.config.text_config.hidden_size).to(model.device)
+    params = trainable_parameters(model, args.train_vision) + list(value_head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr)
+    lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
+    iteration, log = 0, []
+    state = run.trainer_state()
+    if state is not None:
+        value_head.load_state_dict(state["value_head"])
+        optimizer.load_state_dict(state["optimizer"])
+        lagrange.load_state_dict(state["lagrange"])
+        iteration, log = state["iteration"], state["log"]
+    env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=args.parts_per_episode))
+    audit = open_training_log(args.out, args.audit)
+    rng = np.random.default_rng([args.seed, iteration])
+    _, info = env.reset(seed=int(rng.integers(2**31)))
+
+    with progress_bar() as bar:
+        task = bar.add_task("PPO factory", total=args.iterations, completed=iteration)
+        started = time.perf_counter()
+        while iteration < args.iterations and not out_of_time(started, args.max_minutes):
+            t0 = time.perf_counter()
+            model.eval()
+            steps: list[Step] = []
+            correct = parsed_ok = 0
+            while len(steps) < args.rollout_steps:
+                obs = info["observation"]
+                enc = agent.encode(obs)
+                answer = sample_answers(agent, enc, 1, args.temperature, args.max_new_tokens)[0]
+                raw = tokenizer.decode(answer, skip_special_tokens=True)
+                parsed = parse_factory(raw)
+                is_action = action_mask(token_char_spans(tokenizer, answer.tolist()), parsed.action_span)
+                with torch.no_grad(), training_autocast(model, args.bf16):  # as in the update: ratios start at 1
+                    logp, value = score(model, value_head, enc, answer, is_action, args.cot_lambda)
+                _, reward, term, trunc, info = env.step(DECISIONS.index(parsed.action["decision"]))
+                reward += PARSE_PENALTY if parsed.failed else 0.0
+                log_sample(audit, obs, raw, parsed, agent.policy_id, info["reward_terms"], float(info["cost"]),
+                           {"stage": "ppo", "iteration": iteration + 1, "defect": obs.privileged["defect"]})
+                correct += info["reward_terms"]["correct"] > 0
+                parsed_ok += not parsed.failed
+                steps.append(Step(enc, answer, is_action, float(logp), float(value), float(reward),
+                                  float(info["cost"]), term or trunc))
+                if term or trunc:
+                    _, info = env.reset(seed=int(rng.integers(2**31)))
+            with torch.no_grad():
+                last = info["observation"]
+                last_enc = agent.encode(last)
+                h = model(**last_enc, output_hidden_states=True).hidden_states[-1][0, -1]
+                last_value = float(value_head(h))
+            adv, returns = gae(steps, last_value, args.gamma, args.gae_lambda, lagrange.value)
+            adv_t = torch.tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=torch.float32, device=model.device)
+            ret_t = torch.tensor(returns, dtype=torch.float32, device=model.device)
+
+            model.train()
+            clipfracs, losses = [], []
+            for _ in range(args.epochs):
+                order = rng.permutation(len(steps))
+                for mb in np.array_split(order, max(1, len(steps) // args.minibatch)):
+                    loss = torch.zeros((), device=model.device)
+                    for i in mb:
+                        s = steps[i]
+                        with training_autocast(model, args.bf16):
+                            logp, value = score(model, value_head, s.enc, s.answer, s.is_action, args.cot_lambda)
+                        ratio = torch.exp(logp - s.logp)
+                        surrogate = torch.min(ratio * adv_t[i], torch.clamp(ratio, 1 - args.clip, 1 + args.clip) * adv_t[i])
+                        loss = loss + (-surrogate + args.value_coef * (value - ret_t[i]) ** 2) / len(mb)
+                        clipfracs.append(float((ratio - 1).abs() > args.clip))
+                    optimizer.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+                    optimizer.step()
+                    losses.append(float(loss.detach()))
+            lagrange.update(float(np.mean([s.cost for s in steps])))
+            iteration += 1
+            log.append({"iteration": iteration, "reward": float(np.mean([s.reward for s in steps])),
+                        "accuracy": correct / len(steps), "parsed": parsed_ok / len(steps),
+                        "cost": float(np.mean([s.cost for s in steps])), "lambda": lagrange.value,
+                        "loss": float(np.mean(losses)), "clipfrac": float(np.mean(clipfracs)),
+                        "seconds": time.perf_counter() - t0})
+            bar.update(task, advance=1, description=f"PPO factory acc {log[-1]['accuracy']:.2f}")
+            if (iteration % args.checkpoint_every == 0 or iteration == args.iterations
+                    or out_of_time(started, args.max_minutes)):
+                save_checkpoint(run, {"iteration": iteration}, {"value_head": value_head.state_dict(),
+                                                                "optimizer": optimizer.state_dict(),
+                                                                "lagrange": lagrange.state_dict(), "log": log})
+    env.close()
+    if audit is not None:
+        audit.close()
+    return finish_run(run, {"iteration": iteration}, log)
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(f"adapter: {train_ppo(parse_args(PPOArgs, argv, __doc__.splitlines()[0]))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""What every trainer of the VLM agent does the same way: seeding, the policy to train
+(a fresh LoRA, a starting adapter, or the run's own checkpoint), sampling answers,
+atomic checkpoints and the final adapter. The trainers keep only their algorithm."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.vlm.loading import agent_from_adapter
+from agents.vlm.lora import LoraSettings, add_lora, git_commit, latest_complete, read_manifest, save_adapter
+from agents.training.vision import load_tower
+from agents.vlm.model import VisionConfig, VLMAgent, build_vlm
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclasses.dataclass
+class Run:
+    """The policy being trained and where its run lives."""
+
+    agent: VLMAgent
+    out: Path
+    resuming: bool
+    """Continuing from out/checkpoint."""
+    manifest: dict[str, Any]
+
+    @property
+    def model(self) -> Any:
+        return self.agent.model
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint"
+
+    def trainer_state(self) -> dict[str, Any] | None:
+        if not self.resuming:
+            return None
+        return torch.load(latest_complete(self.checkpoint, "trainer.pt") / "trainer.pt", weights_only=False)
+
+
+def start_run(task: str, stage: str, args: Any, out: Path, base: str, seed: int, adapter: str = "",
+              resume: bool = False, lora: LoraSettings | None = None, vision_init: str = "") -> Run:
+    """Seed, build the VLM, and attach the adapter to train: the checkpoint when resuming, else the
+    starting adapter (checked against the base model and the task; its vision config and prompt
+    version carry over), else a fresh LoRA on the base model, with a pre-trained vision tower
+    from `vision_init` if given."""
+    seed_everything(seed)
+    checkpoint = latest_complete(out / "checkpoint", "trainer.pt") if resume else None
+    resuming = checkpoint is not None
+    start = checkpoint if resuming else (Path(adapter) if adapter else None)
+    if start is not None:
+        agent = agent_from_adapter(start, task, trainable=True, seed=seed)
+    else:
+        vision = VisionConfig()
+        model, tokenizer, base_hash = build_vlm(base, vision, seed=seed)
+        if vision_init:
+            load_tower(model, Path(vision_init), vision)
+        agent = VLMAgent(add_lora(model, lora or LoraSettings()), tokenizer, task, base_hash, vision=vision, seed=seed)
+    parent = read_manifest(Path(adapter)) if adapter else {}
+    manifest = {"base_hash": agent.base_hash, "base": parent.get("base", base), "vision": dataclasses.asdict(agent.vision),
+                "prompt_version": agent.prompt_version, "task": task,
+                "recipe": {"stage": stage, "command": shlex.join(["shakedown" if "shakedown" in sys.argv[0] else
+                                                                  sys.argv[0], *sys.argv[1:]]),
+                           "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
+                           "commit": git_commit(), "parent": parent.get("recipe")}}
+    return Run(agent, out, resuming, manifest)
+
+
+def sample_answers(agent: VLMAgent, enc: dict[str, torch.Tensor], n: int, temperature: float,
+                   max_new_tokens: int) -> list[torch.Tensor]:
+    """n sampled answers to one prompt, each cut after its end token.
+
+    The prompt (image included) is run once and its key/value cache copied n times, rather
+    than run n times: on a CPU the prompt is most of the cost of a group.
+    """
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    with torch.no_grad():
+        cache = agent.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], pixel_values=enc["pixel_values"],
+                            use_cache=True).past_key_values
+        cache.batch_repeat_interleave(n)
+        out = agent.model.generate(
+            input_ids=ids.repeat(n, 1), attention_mask=mask.repeat(n, 1), past_key_values=cache, do_sample=True,
+            temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens,
+            pad_token_id=agent.tokenizer.pad_token_id)
+    eos = agent.tokenizer.eos_token_id
+    answers = []
+    for row in out[:, ids.shape[1]:]:
+        ends = (row == eos).nonzero()
+        answers.append(row[: int(ends[0]) + 1] if len(ends) else row)
+    return answers
+
+
+def trainable_parameters(model: torch.nn.Module, train_vision: bool = True) -> list[torch.nn.Parameter]:
+    """The parameters an optimizer updates; train_vision=False freezes the vision tower and the
+    projector (as RL4VLM freezes its vision encoder in RL: small, noisy RL batches wear away
+    features that pre-training and SFT built)."""
+    for name, p in model.named_parameters():
+        if not train_vision and ("vision_tower" in name or "multi_modal_projector" in name):
+            p.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def out_of_time(started: float, max_minutes: float) -> bool:
+    """Whether a run with a wall-time budget (0: none) has used it up."""
+    return max_minutes > 0 and time.perf_counter() - started >= 60.0 * max_minutes
+
+
+def save_checkpoint(run: Run, progress: dict[str, Any], state: dict[str, Any]) -> None:
+    """Adapter and trainer state together, written whole or not at all."""
+    save_adapter(run.model, run.checkpoint, {**run.manifest, **progress},
+                 write_extra=lambda folder: torch.save({**state, **progress}, folder / "trainer.pt"))
+
+
+def finish_run(run: Run, progress: dict[str, Any], curve: list[dict[str, Any]]) -> Path:
+    adapter_dir = run.out / "adapter"
+    save_adapter(run.model, adapter_dir, {**run.manifest, **progress})
+    (run.out / "curve.json").write_text(json.dumps(curve))
+    return adapter_dir

@@ -1,0 +1,133 @@
+"""Supervised warm-up of the VLM agent on the scripted experts' answers (read top to bottom).
+
+    python -m agents.training.sft --task car --steps 200
+
+Loss: cross-entropy on the answer tokens only (chain of thought + JSON + end token); the
+prompt and the image tokens are context. LoRA on the language model's attention; the
+vision tower and projector train in full (they start fresh). A checkpoint (adapter,
+optimizer, step, generator states, learning curve) is written atomically every
+`checkpoint_every` steps, so a run killed with -9 resumes losing at most that many steps;
+`--resume` continues from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.args import parse_args
+from agents.vlm.model_store import DEFAULT_MODEL
+from agents.vlm.lora import LoraSettings
+from agents.vlm.prompts import VERSIONS
+from agents.training.sft_data import Example, car_examples, factory_examples
+from agents.training.run import finish_run, save_checkpoint, start_run
+from agents.vlm.model import VLMAgent, training_autocast
+from shakedown.progress import progress_bar
+from twin.core.config import ConfigError, bounded, check_bounds
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTArgs:
+    task: str = "car"
+    """'car' (MPC parameters) or 'factory' (part decisions)."""
+    base: str = DEFAULT_MODEL
+    """Base language model: the default, or a local Hugging Face directory."""
+    examples: int = bounded(256, 1, 1_000_000)
+    """Expert examples generated for training."""
+    steps: int = bounded(200, 1, 10_000_000)
+    """Optimizer steps."""
+    batch_size: int = bounded(4, 1, 1024)
+    lr: float = bounded(2e-4, 1e-7, 1.0)
+    lora_r: int = bounded(16, 1, 512)
+    vision_init: str = ""
+    """A vision pre-training run folder (agents.training.vision) whose tower to start from; empty: a fresh tower."""
+    bf16: bool = True
+    """bfloat16 autocast in the training passes (weights stay float32)."""
+    seed: int = 0
+    checkpoint_every: int = bounded(1, 1, 1_000_000)
+    """Updates between checkpoints; 1: a run killed with -9 loses at most the update in flight."""
+    out: Path = Path("runs/sft-car")
+    """Run folder: checkpoint/, adapter/, curve.json."""
+    resume: bool = False
+    """Continue from out/checkpoint if it exists."""
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+        if self.task not in VERSIONS:
+            raise ConfigError(f"SFTArgs.task {self.task!r} must be one of {sorted(VERSIONS)}")
+
+
+def make_examples(args: SFTArgs) -> list[Example]:
+    if args.task == "car":
+        return car_examples(args.examples, args.seed, split="train")
+    return factory_examples(args.examples, args.seed)
+
+
+def batch_tensors(agent: VLMAgent, batch: list[Example]) -> dict[str, torch.Tensor]:
+    """Prompt + answer per example, right-padded; labels only on the answer tokens."""
+    tok = agent.tokenizer
+    rows, labels, pixels = [], [], []
+    for ex in batch:
+        enc = agent.encode(ex.observation)
+        answer = tok(ex.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        prompt = enc["input_ids"][0].tolist()
+        rows.append(prompt + answer)
+        labels.append([-100] * len(prompt) + answer)
+        pixels.append(enc["pixel_values"])
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id
+    batch = {
+        "input_ids": torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
+        "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+        "labels": torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels]),
+        "pixel_values": torch.cat(pixels),
+    }
+    return {k: v.to(agent.model.device) for k, v in batch.items()}
+
+
+def train_sft(args: SFTArgs) -> Path:
+    run = start_run(args.task, "sft", args, args.out, args.base, args.seed, resume=args.resume,
+                    lora=LoraSettings(r=args.lora_r), vision_init=args.vision_init)
+    model = run.model
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr)
+    step, curve = 0, []
+    state = run.trainer_state()
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        step, curve = state["step"], state["curve"]
+        torch.set_rng_state(state["torch_rng"])
+    data = make_examples(args)
+    rng = np.random.default_rng([args.seed, step])
+
+    with progress_bar() as bar:
+        task = bar.add_task(f"SFT {args.task}", total=args.steps, completed=step)
+        while step < args.steps:
+            batch = [data[i] for i in rng.choice(len(data), size=min(args.batch_size, len(data)), replace=False)]
+            t0 = time.perf_counter()
+            with training_autocast(model, args.bf16):
+                loss = model(**batch_tensors(run.agent, batch)).loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            step += 1
+            curve.append({"step": step, "loss": float(loss.detach()), "seconds": time.perf_counter() - t0})
+            bar.update(task, advance=1, description=f"SFT {args.task} loss {float(loss.detach()):.3f}")
+            if step % args.checkpoint_every == 0 or step == args.steps:
+                save_checkpoint(run, {"step": step}, {"optimizer": optimizer.state_dict(), "curve": curve,
+                                                      "torch_rng": torch.get_rng_state()})
+    return finish_run(run, {"step": step}, curve)
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(f"adapter: {train_sft(parse_args(SFTArgs, argv, __doc__.splitlines()[0]))}")
+
+
+if __name__ == "__main__":
+    main()

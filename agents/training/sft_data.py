@@ -1,0 +1,88 @@
+"""Supervised warm-up data: the scripted experts' answers, written as chain of thought + JSON.
+
+Each example is an Observation (what the agent will see) and the target answer text in
+the exact format the parser reads: `<think>...</think>` then a JSON action. Car examples
+come from reset-only episodes of the instruction task (no driving needed); factory
+examples from labelled frames of single parts. Train and held-out paraphrases never mix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+
+from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
+from agents.policies.car_expert import ScriptedCarExpert
+from twin.core.contracts import Observation
+from agents.control.mpc_params import DEFAULT
+from agents.tasks.factory.envs import INSTRUCTION, KIND_ORDER
+from twin.factory.samples import part_frames
+from twin.car.tracks import TRAIN_TRACKS
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    observation: Observation
+    target: str
+    """The answer to learn: chain of thought, then the JSON action."""
+
+
+def car_thought(category: str, target_speed: float | None, action: dict[str, float]) -> str:
+    """A short reason (every thought token costs ~50 ms of decision time on a CPU)."""
+    if category == "centerline":
+        return (f"Centerline: stop tracking the racing line (qn {action.get('qn', DEFAULT.qn):g}), margin "
+                f"{action.get('track_safety_margin', DEFAULT.track_safety_margin):.2f} m, slower.")
+    if category == "velocity":
+        return f"Hold {target_speed:g} m/s: v_max {action.get('v_max', DEFAULT.v_max):g}, high qv."
+    if category == "reverse":
+        return "Reverse: negative speed band near -1 m/s, high qv."
+    if category == "smooth":
+        return "Smooth: gentle acceleration, braking and steering, capped speed."
+    raise ValueError(f"no thought template for {category!r}")
+
+
+def answer(thought: str, action: dict) -> str:
+    return f"<think>{thought}</think>\n{json.dumps(action)}"
+
+
+def car_examples(n: int, seed: int, split: str = "train", tracks: tuple[str, ...] = TRAIN_TRACKS) -> list[Example]:
+    env = CarInstructionEnv(CarTaskConfig(tracks=tracks, split=split, duration_s=1.0))
+    expert = ScriptedCarExpert()
+    rng = np.random.default_rng(seed)
+    out = []
+    try:
+        for _ in range(n):
+            _, info = env.reset(seed=int(rng.integers(2**31)))
+            obs = info["observation"]
+            params = expert.decide(obs).action
+            changed = {k: round(v, 3) for k, v in params.items() if abs(v - getattr(DEFAULT, k)) > 1e-9}
+            thought = car_thought(info["category"], info["target_speed"], changed)
+            out.append(Example(obs, answer(thought, changed)))
+    finally:
+        env.close()
+    return out
+
+
+DEFECT_WORDS = {
+    "scratch": "a scratch",
+    "dent": "a dent",
+    "spot": "a colour spot",
+    "missing_hole": "no hole",
+}
+
+
+def factory_examples(n: int, seed: int) -> list[Example]:
+    frames, specs = part_frames(n, seed)
+    out = []
+    for frame, spec in zip(frames, specs):
+        state = {"belt_speed": 0.2, **{f"kind_{k}": float(k == spec.kind) for k in KIND_ORDER}}
+        obs = Observation(0.0, state, image=frame, instruction=INSTRUCTION,
+                          privileged={"defect": spec.defect, "defective": spec.defective, "kind": spec.kind})
+        if spec.defective:
+            thought, decision = f"I see {DEFECT_WORDS[spec.defect]}. Reject.", "reject"
+        else:
+            thought, decision = "Clean top, hole in place. Accept.", "accept"
+        out.append(Example(obs, answer(thought, {"decision": decision})))
+    return out
