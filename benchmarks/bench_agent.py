@@ -35,11 +35,11 @@ from rich.table import Table
 from transformers import AutoModelForCausalLM
 
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
-from agents.vlm.model_store import resolve_model
+from agents.training.grpo import GRPOArgs, train_grpo
 from agents.vlm.loading import agent_from_adapter
 from agents.vlm.lora import read_manifest
-from agents.training.grpo import GRPOArgs, train_grpo
 from agents.vlm.model import GenerationConfig
+from agents.vlm.model_store import resolve_model
 from twin.car.tracks import HELD_OUT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def main() -> None:
     verdict = "PASS" if merged["median_s"] <= TARGET_DECISION_S else "MISS"
     table.add_row("decision, LoRA merged", f"{merged['median_s']:.2f} s", f"bare LM {bare['median_s']:.2f} s",
                   f"{merged['median_s'] / bare['median_s']:.2f}x", f"<= {TARGET_DECISION_S} s {verdict}")
-    table.add_row("decision, LoRA unmerged", f"{unmerged['median_s']:.2f} s", "", 
+    table.add_row("decision, LoRA unmerged", f"{unmerged['median_s']:.2f} s", "",
                   f"{unmerged['median_s'] / bare['median_s']:.2f}x", "")
     table.add_row("tokens (prompt / answer)", f"{merged['prompt_tokens']} / {merged['answer_tokens']}", "", "", "")
     if grpo:
@@ -131,7 +131,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(), "adapter": str(adapter.relative_to(ROOT) if adapter.is_relative_to(ROOT) else adapter),
+        "torch_threads": torch.get_num_threads(), "adapter": str(adapter.relative_to(ROOT) if adapter.is_relative_to(ROOT)
+                                                      else adapter),
         "decision_merged": merged, "decision_unmerged": unmerged, "bare_lm": bare, "grpo_step": grpo,
         "targets": {"decision_s": TARGET_DECISION_S, "grpo_step_s": TARGET_GRPO_STEP_S},
         "generation": dataclasses.asdict(gen)}, indent=1))

@@ -27,7 +27,7 @@ each repeat drove, since ray and render costs depend on the view.
 2. Camera frames/s: twin.camera() vs the bare getCameraImage at 64x64 and 128x128, from
    the same pose (one pose per repeat, spread around the track); the images are compared
    to check that the bare loop renders the same picture.
-3. MPC solve time: agents.car_loop.drive on the 'oval' at 20 Hz, horizon 40, for
+3. MPC solve time: agents.control.loop.drive on the 'oval' at 20 Hz, horizon 40, for
    ~20 s simulated; p50/p99/max of Trace.mpc_solve_times against the 50 ms period.
 
 Results are printed as rich tables with PASS/MISS against the targets (never asserted)
@@ -52,8 +52,9 @@ import math  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
+from typing import Any
 
 import numpy as np  # noqa: E402
 import pybullet as pb  # noqa: E402
@@ -69,12 +70,12 @@ if str(ROOT) not in sys.path:
 from agents.control.loop import drive  # noqa: E402
 from agents.control.mpc import FrenetMPC, MPCConfig  # noqa: E402
 from agents.control.mpc_params import DEFAULT  # noqa: E402
+from agents.tasks.car.drive_env import CarDriveConfig, CarDriveEnv  # noqa: E402
 from twin import vehicle  # noqa: E402
 from twin.car.actuation import Command  # noqa: E402
-from twin.core.bullet import quiet_stdout  # noqa: E402
-from agents.tasks.car.drive_env import CarDriveConfig, CarDriveEnv  # noqa: E402
 from twin.car.twin import CarParams, CarTwin, CarTwinConfig  # noqa: E402
 from twin.car.world import BODY_HEIGHT  # noqa: E402
+from twin.core.bullet import quiet_stdout  # noqa: E402
 from twin.core.sensors import CameraParams, LidarParams, LightingParams  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "car.json"
@@ -442,7 +443,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="few steps and repeats: a smoke test, not a measurement")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 5, quick 3)")
-    ap.add_argument("--steps", type=int, default=None, help="control steps per repeat with a sensor on (default 300, quick 40; 10x without sensors)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="control steps per repeat with a sensor on (default 300, quick 40; 10x without sensors)")
     args = ap.parse_args(argv)
 
     repeats = args.repeats or (3 if args.quick else 5)
@@ -474,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     mpc_result = bench_mpc(mpc_duration)
 
     result: dict[str, Any] = {
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "settings": {"quick": args.quick, "repeats": repeats, "steps_per_repeat": {
                          f"lidar={'on' if lidar else 'off'},camera={'on' if camera else 'off'}": n

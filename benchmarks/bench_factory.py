@@ -64,8 +64,9 @@ import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
+from typing import Any
 
 import numpy as np  # noqa: E402
 import pybullet as pb  # noqa: E402
@@ -78,15 +79,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskConfig  # noqa: E402
 from benchmarks.bench_car import machine_info, quiet_stdout, summarize  # noqa: E402
 from safety.factory.guard import FactoryGuard  # noqa: E402
+from twin.core.sensors import CameraParams, LightingParams  # noqa: E402
 from twin.factory.arm import JOINTS  # noqa: E402
 from twin.factory.command import FactoryCommand  # noqa: E402
-from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskConfig  # noqa: E402
 from twin.factory.params import FactoryParams  # noqa: E402
 from twin.factory.twin import FactoryTwin, FactoryTwinConfig  # noqa: E402
 from twin.factory.world import INSPECT_X  # noqa: E402
-from twin.core.sensors import CameraParams, LightingParams  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "factory.json"
 CONTROL_HZ = 20.0
@@ -136,7 +137,7 @@ class Trajectory:
         self.q.append(tuple(float(v) for v in twin.arm.q))
         self.person.append((float(twin.person.pos[0]), float(twin.person.pos[1])))
 
-    def slice(self, lo: int, hi: int) -> "Trajectory":
+    def slice(self, lo: int, hi: int) -> Trajectory:
         return Trajectory(self.belt[lo:hi], self.q[lo:hi], self.person[lo:hi])
 
 
@@ -573,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     line = bench_line_env(line_steps, repeats)
 
     result: dict[str, Any] = {
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "settings": {"quick": args.quick, "repeats": repeats, "steps_per_repeat": steps, "warmup_steps": warmup,
                      "camera_frames_per_repeat": frames, "inspection_decisions_per_repeat": decisions,

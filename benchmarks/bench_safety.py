@@ -61,8 +61,9 @@ import math  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
+from typing import Any
 
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -556,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     machine = machine_info()
     machine["cryptography"] = package_version("cryptography")
     result: dict[str, Any] = {
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine,
         "settings": {"quick": args.quick, "repeats": repeats, "steps_per_repeat": steps, "warmup_steps": warmup,
                      "track": "oval", "twin_config": "CarTwinConfig() defaults (50 Hz, physics 0.01 s, lidar on)",

@@ -6,21 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from twin.core.config import ConfigError
+from twin.core.config import ConfigError, parse_config
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace, rest: list[str]) -> int:
+    """Each world's demo config defines its own flags (docstrings and defaults shown by --help)."""
     if args.world == "factory":
         from shakedown.demo_factory import FactoryDemoConfig, run_factory_demo
 
-        run_factory_demo(FactoryDemoConfig(episodes=args.episodes or 3, parts=args.parts, seed=args.seed,
-                                           out_dir=Path(args.out)))
+        run_factory_demo(parse_config(FactoryDemoConfig, rest, prog="shakedown demo --world factory"))
         return 0
     from shakedown.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(track=args.track, episodes_per_category=args.episodes or 3, duration_s=args.duration,
-                        seed=args.seed, out_dir=Path(args.out), stress_episodes=args.stress_episodes,
-                        vlm=not args.no_vlm))
+    run_demo(parse_config(DemoConfig, rest, prog="shakedown demo [--world car]"))
     return 0
 
 
@@ -83,7 +81,7 @@ def _audit_search(args: argparse.Namespace) -> int:
 
 
 def _audit_report(args: argparse.Namespace) -> int:
-    from safety.audit.report import write_audit_report
+    from shakedown.audit_report import write_audit_report
 
     out = Path(args.out) if args.out else Path(args.log).with_suffix(".report.html")
     print(f"report: {write_audit_report(Path(args.log), _public_key(args), out)}")
@@ -109,26 +107,28 @@ STAGES = {
 }
 
 
-def _train(args: argparse.Namespace, extra: list[str]) -> int:
-    """Every flag after the stage goes to that stage's own args (one definition, no copies here)."""
+def _train(args: argparse.Namespace, rest: list[str]) -> int:
+    """Every flag after the stage goes to that stage's own args (one definition, no copies here);
+    the trainer reports progress to a rich bar supplied from here."""
     import importlib
+
+    from shakedown.progress import RichProgress
 
     module, worlds, world_flag = STAGES[args.stage]
     if args.world not in worlds:
         raise ConfigError(f"stage {args.stage!r} trains {' and '.join(worlds)}, not {args.world!r} "
                           "(car: vision, sft, grpo, sb3; factory: vision, sft, ppo, sb3)")
-    argv = ([world_flag, args.world] if world_flag else []) + ["--out", f"runs/{args.stage}-{args.world}"] + extra
-    importlib.import_module(module).main(argv)
+    argv = ([world_flag, args.world] if world_flag else []) + ["--out", f"runs/{args.stage}-{args.world}"] + rest
+    importlib.import_module(module).main(argv, progress=RichProgress(),
+                                         prog=f"shakedown train {args.world} --stage {args.stage}")
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from agents.evaluation.evaluate import EvalConfig, run_eval
+def _eval(args: argparse.Namespace, rest: list[str]) -> int:
+    from agents.evaluation.evaluate import EvalConfig
+    from shakedown.eval import run_eval
 
-    run_eval(EvalConfig(world=args.world, adapters=tuple(args.adapter), baselines=tuple(args.baseline),
-                        zero_shot=not args.no_zero_shot,
-                        episodes=args.episodes, parts=args.parts, max_new_tokens=args.max_new_tokens,
-                        out_dir=Path(args.out)))
+    run_eval(parse_config(EvalConfig, rest, prog="shakedown eval"))
     return 0
 
 
@@ -136,46 +136,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shakedown", description="Digital twins for taking robot policies "
                                      "from simulation to real machines safely.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="default MPC vs scripted expert on a held-out track, with an HTML report")
+    # demo, train and eval take their flags from config dataclasses (tyro): `--help` after the
+    # command lists every field with its docstring and default, so none is repeated here.
+    demo = sub.add_parser("demo", add_help=False,
+                          help="the main job: policies on a held-out world, shield, audit log, HTML report "
+                          "(shakedown demo [--world factory] --help lists its flags)")
     demo.add_argument("--world", choices=["car", "factory"], default="car", help="which twin")
-    demo.add_argument("--track", default="sprint", help="track name or procedural-<seed> (default: held-out 'sprint')")
-    demo.add_argument("--episodes", type=int, default=None,
-                      help="randomized episodes per instruction category (car, default 3) or per policy (factory, default 3)")
-    demo.add_argument("--parts", type=int, default=12, help="factory: parts inspected per episode")
-    demo.add_argument("--duration", type=float, default=8.0, help="simulated seconds per drive")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--stress-episodes", type=int, default=4, help="reckless-driver episodes for the shield test")
-    demo.add_argument("--no-vlm", action="store_true", help="skip the VLM agent with the shipped adapter")
-    demo.add_argument("--out", default="runs", help="folder for run outputs")
     demo.set_defaults(func=_demo)
 
-    train = sub.add_parser("train", help="train the VLM agent: supervised warm-up, then closed-loop RL")
+    train = sub.add_parser("train", add_help=False,
+                           help="train the VLM agent: vision pre-training, supervised warm-up, closed-loop RL, "
+                           "or an SB3 baseline (shakedown train car --stage grpo --help lists the stage's flags)")
     train.add_argument("world", choices=["car", "factory"])
     train.add_argument("--stage", choices=list(STAGES), default="sft",
                        help="vision (pre-train the vision tower on privileged labels), sft (warm-up), grpo (car, "
                        "closed loop), ppo (factory, chain of thought), sb3 (classical baseline); every further flag "
-                       "goes to the stage (see python -m <stage module> --help)")
+                       "goes to the stage")
     train.set_defaults(func=_train)
 
-    ev = sub.add_parser("eval", help="policies side by side on held-out worlds")
-    ev.add_argument("world", choices=["car", "factory"])
-    ev.add_argument("--adapter", action="append", default=[], help="adapter directory (repeatable)")
-    ev.add_argument("--no-zero-shot", action="store_true", help="skip the VLM without adapter")
-    ev.add_argument("--episodes", type=int, default=3, help="car: per category; factory: episodes")
-    ev.add_argument("--parts", type=int, default=8, help="factory: parts per episode")
-    ev.add_argument("--baseline", action="append", default=[], help="stable-baselines3 run folder (repeatable)")
-    ev.add_argument("--max-new-tokens", type=int, default=128)
-    ev.add_argument("--out", default="runs")
+    ev = sub.add_parser("eval", add_help=False, help="policies side by side on held-out worlds "
+                        "(shakedown eval --help lists its flags)")
     ev.set_defaults(func=_eval)
 
     audit = sub.add_parser("audit", help="verify, search and report on an audit log").add_subparsers(
         dest="audit_command", required=True)
-    v = audit.add_parser("verify", help="check the hash chain, checkpoints and signatures; prove an entry")
+    shown = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    v = audit.add_parser("verify", **shown, help="check the hash chain, checkpoints and signatures; prove an entry")
     v.add_argument("log")
     v.add_argument("--key", help="trusted Ed25519 public key (PEM); default: audit-key.pub beside the log")
     v.add_argument("--prove", type=int, metavar="SEQ", help="also prove that entry SEQ is in the signed tree")
     v.set_defaults(func=_audit_verify)
-    s = audit.add_parser("search", help="find decisions by intervention, cost, thought, policy, time")
+    s = audit.add_parser("search", **shown, help="find decisions by intervention, cost, thought, policy, time")
     s.add_argument("log")
     s.add_argument("--kind", default="decision", help="entry kind, or 'any'")
     s.add_argument("--interventions", action="store_true", help="only where the shield intervened")
@@ -186,28 +177,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--until", type=float, help="Unix time")
     s.add_argument("--json", action="store_true", help="print matching entries as JSON lines")
     s.set_defaults(func=_audit_search)
-    r = audit.add_parser("report", help="HTML report: timeline, interventions, thoughts beside actions")
+    r = audit.add_parser("report", **shown, help="HTML report: timeline, interventions, thoughts beside actions")
     r.add_argument("log")
     r.add_argument("--key")
     r.add_argument("-o", "--out")
     r.set_defaults(func=_audit_report)
-    rp = audit.add_parser("repair", help="quarantine a torn last entry and record that in the log")
+    rp = audit.add_parser("repair", **shown, help="quarantine a torn last entry and record that in the log")
     rp.add_argument("log")
     rp.add_argument("--private-key", required=True)
     rp.set_defaults(func=_audit_repair)
     return parser
 
 
+TAKES_REST = {"demo", "train", "eval"}
+"""Commands whose further flags are parsed by their config (tyro), not by argparse."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "train":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args, rest = parser.parse_known_args(argv)
+    if args.command not in TAKES_REST and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        return args.func(args, extra) if args.command == "train" else args.func(args)
+        return args.func(args, rest) if args.command in TAKES_REST else args.func(args)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"shakedown: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # a config's flags were rejected (tyro printed why) or --help was shown
+        return exc.code if isinstance(exc.code, int) else 2
 
 
 if __name__ == "__main__":

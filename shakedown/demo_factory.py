@@ -12,13 +12,15 @@ import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import tyro
 from rich.console import Console
 from rich.table import Table
 
 from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
-from twin.core.contracts import Policy
+from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
 from safety.audit import keys
 from safety.audit.log import AuditLog
 from safety.audit.records import decision_body
@@ -26,7 +28,7 @@ from safety.audit.verify import verify
 from shakedown.progress import progress_bar
 from shakedown.report import HtmlReport, plt
 from twin.core.config import ConfigError
-from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from twin.core.contracts import Policy
 from twin.factory.samples import part_frames
 from twin.factory.twin import DECISIONS
 
@@ -39,7 +41,8 @@ COSTS = ("separation", "collision", "dropped", "jam_running", "stray_release")
 
 @dataclasses.dataclass(frozen=True)
 class FactoryDemoConfig:
-    """What the factory demo runs."""
+    """The factory demo: heuristic vs expert inspector on a randomized line with a person, a jam and
+    glare, every command through the shield, every decision in a signed audit log."""
 
     episodes: int = 3
     """Randomized episodes per policy."""
@@ -47,7 +50,7 @@ class FactoryDemoConfig:
     """Parts inspected per episode."""
     seed: int = 0
     """Base seed; the same seed gives the same table."""
-    out_dir: Path = Path("runs")
+    out_dir: Annotated[Path, tyro.conf.arg(name="out")] = Path("runs")
     """Where the run folder is created."""
 
     def __post_init__(self) -> None:

@@ -18,7 +18,28 @@ def test_demo_writes_report_and_results(tmp_path, capsys):
 
 def test_unknown_track_is_a_clear_error(capsys):
     assert main(["demo", "--track", "moon"]) == 2
-    assert "unknown track 'moon'" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert "unknown track 'moon'; choose one of" in err
+
+
+def test_every_command_documents_its_flags_from_the_config(capsys):
+    """--help after a command lists each config field with its docstring and default (tyro)."""
+    cases = {("demo", "--help"): ("Simulated seconds per drive.", "(default: 8.0)"),
+             ("demo", "--world", "factory", "--help"): ("Parts inspected per episode.", "(default: 12)"),
+             ("eval", "--help"): ("Factory: parts per episode.", "(default: 8)"),
+             ("train", "car", "--stage", "grpo", "--help"): ("Weight of the KL penalty", "(default: 0.04)"),
+             ("train", "factory", "--stage", "ppo", "--help"): ("PPO ratio clip", "(default: 0.1)")}
+    for argv, expected in cases.items():
+        assert main(list(argv)) == 0
+        shown = " ".join(capsys.readouterr().out.replace("│", " ").split())
+        for text in expected:
+            assert text in shown, (argv, text)
+
+
+def test_a_bad_flag_value_is_refused_with_the_field_named(capsys):
+    assert main(["train", "car", "--stage", "grpo", "--group", "1"]) == 2
+    err = " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert "GRPOArgs.group = 1 is outside its valid range [2.0, 256.0]" in err
 
 
 def test_audit_commands_on_the_demo_log(tmp_path, capsys):

@@ -42,6 +42,10 @@ class Trace:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
 
+    def mpc_solve_p50_ms(self) -> float:
+        """Median wall time of the MPC calls (ms): a measurement of this machine, not of the episode."""
+        return float(np.median(self.mpc_solve_times) * 1e3) if len(self.mpc_solve_times) else 0.0
+
 
 def drive(twin: CarTwin, mpc: FrenetMPC, params: MPCParams, duration_s: float,
           guard: CarGuard | None = None) -> Trace:

@@ -23,8 +23,8 @@ import osqp
 import scipy.sparse as sp
 
 from agents.control.mpc_params import DEFAULT, MPCParams
-from twin.core.config import bounded, check_bounds
 from twin.car.tracks import Track
+from twin.core.config import bounded, check_bounds
 
 NX, NU = 5, 2
 S, N_, ALPHA, V, DELTA = range(NX)

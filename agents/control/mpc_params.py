@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from twin.core.config import ConfigError
 
@@ -73,7 +74,7 @@ class MPCParams:
             raise ConfigError(f"MPC parameters: v_min {self.v_min} > v_max {self.v_max}; v_min must not exceed v_max")
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "MPCParams":
+    def from_dict(cls, values: Mapping[str, Any]) -> MPCParams:
         """Strict: every key must be a parameter name; missing ones take their default."""
         unknown = sorted(set(values) - set(NAMES))
         if unknown:

@@ -1,60 +1,62 @@
-"""`shakedown eval`: policies side by side on held-out worlds, failures counted, never dropped.
+"""Policies side by side on held-out worlds, failures counted, never dropped.
 
 Car: the held-out track and held-out paraphrases (and speeds), each episode driven by every
 policy in the same randomized world; score = improvement over the default parameters per
 category, a failed parse or a crash scoring -1. Factory: the same randomized inspection
 episodes for every policy; accuracy, false accept/reject, parse failures.
-The report shows the table, the adapters' learning curves and example chains of thought.
+`shakedown eval` (shakedown/eval.py) prints the table and builds the report from these rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
+import tyro
 
-from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.policies.car_expert import FixedParamsPolicy, ScriptedCarExpert
 from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
+from agents.policies.sb3 import SB3Policy
+from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.tasks.car.instructions import CATEGORIES
-from twin.core.contracts import Policy
-from agents.vlm.loading import agent_from_adapter, zero_shot_agent
-from agents.training.sb3 import SB3Policy
-from agents.vlm.model import GenerationConfig
-from shakedown.progress import progress_bar
-from shakedown.report import HtmlReport, plt
-from twin.core.config import ConfigError
 from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
-from twin.factory.twin import DECISIONS
+from agents.vlm.loading import agent_from_adapter, zero_shot_agent
+from agents.vlm.model import GenerationConfig
 from twin.car.tracks import HELD_OUT
+from twin.core.config import ConfigError
+from twin.core.contracts import Policy
+from twin.core.progress import Progress, progress_stage
+from twin.factory.twin import DECISIONS
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    world: str = "car"
-    """'car' or 'factory'."""
-    adapters: tuple[str, ...] = ()
-    """Adapter directories to evaluate (each as its own policy)."""
-    baselines: tuple[str, ...] = ()
-    """stable-baselines3 run folders (agents.training.sb3) to evaluate."""
+    """Policies side by side on held-out worlds: the default, SB3 baselines, the zero-shot VLM, each
+    adapter, and the scripted expert, on the same episodes; failed parses count as failures."""
+
+    world: Annotated[Literal["car", "factory"], tyro.conf.Positional] = "car"
+    """Which world: 'car' (held-out track and wordings) or 'factory' (held-out inspection episodes)."""
+    adapters: Annotated[tuple[str, ...], tyro.conf.arg(name="adapter"), tyro.conf.UseAppendAction] = ()
+    """Adapter directory to evaluate, each as its own policy (repeat the flag for more)."""
+    baselines: Annotated[tuple[str, ...], tyro.conf.arg(name="baseline"), tyro.conf.UseAppendAction] = ()
+    """stable-baselines3 run folder (shakedown train <world> --stage sb3) to evaluate (repeatable)."""
     zero_shot: bool = True
     """Also evaluate the assembled VLM without any adapter."""
     episodes: int = 3
-    """Car: episodes per category; factory: episodes."""
+    """Car: episodes per instruction category; factory: episodes."""
     parts: int = 8
     """Factory: parts per episode."""
     duration_s: float = 8.0
+    """Car: simulated seconds per drive."""
     max_new_tokens: int = 128
+    """Longest answer a language-model policy may write (tokens)."""
     seed: int = 1000
     """Evaluation seeds start here, apart from training's."""
-    out_dir: Path = Path("runs")
+    out_dir: Annotated[Path, tyro.conf.arg(name="out")] = Path("runs")
+    """Where the run folder (report.html, results.json) is created."""
 
     def __post_init__(self) -> None:
         if self.world not in ("car", "factory"):
@@ -75,11 +77,10 @@ def label(policy: Policy) -> str:
     return getattr(policy, "label", policy.policy_id)
 
 
-def evaluate_car(cfg: EvalConfig, policies: list[Policy]) -> list[dict[str, Any]]:
+def evaluate_car(cfg: EvalConfig, policies: list[Policy], progress: Progress | None = None) -> list[dict[str, Any]]:
     env = CarInstructionEnv(CarTaskConfig(tracks=HELD_OUT, split="heldout", duration_s=cfg.duration_s))
     rows = []
-    with progress_bar() as bar:
-        task = bar.add_task("evaluating", total=len(CATEGORIES) * cfg.episodes * len(policies))
+    with progress_stage(progress, "evaluating car", len(CATEGORIES) * cfg.episodes * len(policies)) as bar:
         for ci, cat in enumerate(CATEGORIES):
             for i in range(cfg.episodes):
                 seed = cfg.seed + 100 * ci + i
@@ -96,15 +97,14 @@ def evaluate_car(cfg: EvalConfig, policies: list[Policy]) -> list[dict[str, Any]
                                  "error": attempt.metrics["error"], "crashed": attempt.trace.crashed,
                                  "parse_failed": failed, "latency_s": latency, "thought": decision.thought,
                                  "raw": decision.raw_output})
-                    bar.advance(task)
+                    bar.advance()
     env.close()
     return rows
 
 
-def evaluate_factory(cfg: EvalConfig, policies: list[Policy]) -> list[dict[str, Any]]:
+def evaluate_factory(cfg: EvalConfig, policies: list[Policy], progress: Progress | None = None) -> list[dict[str, Any]]:
     rows = []
-    with progress_bar() as bar:
-        task = bar.add_task("evaluating", total=cfg.episodes * cfg.parts * len(policies))
+    with progress_stage(progress, "evaluating factory", cfg.episodes * cfg.parts * len(policies)) as bar:
         for policy in policies:
             env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=cfg.parts))
             for ep in range(cfg.episodes):
@@ -116,7 +116,8 @@ def evaluate_factory(cfg: EvalConfig, policies: list[Policy]) -> list[dict[str, 
                     decision = policy.decide(obs)
                     latency = time.perf_counter() - t0
                     _, _, term, trunc, info = env.step(DECISIONS.index(decision.action["decision"]))
-                    rows.append({"policy": label(policy), "policy_id": policy.policy_id, "episode": ep, "defect": obs.privileged["defect"],
+                    rows.append({"policy": label(policy), "policy_id": policy.policy_id, "episode": ep,
+                                 "defect": obs.privileged["defect"],
                                  "decision": decision.action["decision"],
                                  "correct": info["reward_terms"]["correct"] > 0,
                                  "false_accept": info["reward_terms"]["false_accept"] < 0,
@@ -124,7 +125,7 @@ def evaluate_factory(cfg: EvalConfig, policies: list[Policy]) -> list[dict[str, 
                                  "parse_failed": decision.parse_status.startswith("fallback"),
                                  "latency_s": latency, "thought": decision.thought, "raw": decision.raw_output})
                     done = term or trunc
-                    bar.advance(task)
+                    bar.advance()
             env.close()
     return rows
 
@@ -152,97 +153,14 @@ def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], li
     return header, table
 
 
-CURVE_KEYS = ("reward", "reward_driving", "accuracy", "loss")
-"""What a learning curve plots: RL runs their reward (PPO also accuracy), SFT its loss."""
-
-
-def _curves_figure(runs: tuple[str, ...]) -> plt.Figure | None:
-    """One panel per run that left a curve.json (adapters, SB3 baselines), smoothed over 10 entries."""
-    curves = []
-    for a in runs:
-        # a run folder keeps curve.json beside adapter/; a shipped adapter or an SB3 run keeps it inside
-        path = next((p for p in (Path(a) / "curve.json", Path(a).parent / "curve.json") if p.exists()), None)
-        curve = json.loads(path.read_text()) if path is not None else []
-        if curve:
-            name = Path(a).parent.name if Path(a).name == "adapter" else Path(a).name
-            curves.append((name, curve))
-    if not curves:
-        return None
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.3), squeeze=False)
-    for ax, (name, curve) in zip(axes[0], curves):
-        xkey = next(k for k in ("step", "iteration", "timestep") if k in curve[0])
-        xs = np.array([c[xkey] for c in curve])
-        for key in (k for k in CURVE_KEYS if k in curve[0]):
-            ys = np.array([c[key] for c in curve], dtype=float)
-            width = min(10, len(ys))
-            smooth = np.convolve(ys, np.ones(width) / width, mode="valid")
-            ax.plot(xs, ys, alpha=0.25)
-            ax.plot(xs[width - 1:], smooth, label=key)
-        ax.set(title=name, xlabel=xkey)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def _scores_figure(world: str, rows: list[dict[str, Any]]) -> plt.Figure:
-    """Car: improvement per category and policy; factory: accuracy and error rates per policy."""
-    policies = list(dict.fromkeys(r["policy"] for r in rows))
-    groups = list(CATEGORIES) if world == "car" else ["correct", "false_accept", "false_reject", "parse_failed"]
-    fig, ax = plt.subplots(figsize=(11, 3.6))
-    width = 0.8 / len(policies)
-    for i, p in enumerate(policies):
-        mine = [r for r in rows if r["policy"] == p]
-        if world == "car":
-            values = [100 * np.mean([r["improvement"] for r in mine if r["category"] == c]) for c in groups]
-        else:
-            values = [100 * np.mean([float(r[g]) for r in mine]) for g in groups]
-        ax.bar(np.arange(len(groups)) + i * width, values, width, label=p)
-    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
-    ax.set_ylabel("improvement over default (%)" if world == "car" else "% of decisions")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    return fig
-
-
-def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
-    console = console or Console(width=None if Console().is_terminal else 160)
+def policies_for(cfg: EvalConfig) -> list[Policy]:
+    """Default first, then SB3 baselines, the VLM policies, and the scripted expert last."""
     baseline: list[Policy] = ([FixedParamsPolicy(), ScriptedCarExpert()] if cfg.world == "car"
                               else [HeuristicInspector(), ScriptedInspector()])
-    policies = [baseline[0], *(SB3Policy(b) for b in cfg.baselines), *vlm_policies(cfg), baseline[1]]
-    rows = evaluate_car(cfg, policies) if cfg.world == "car" else evaluate_factory(cfg, policies)
-    header, table_rows = summary_table(cfg.world, rows)
-    table = Table(title=f"{cfg.world}: held-out evaluation (failed parses count as failures)")
-    for h in header:
-        table.add_column(h, justify="right")
-    for r in table_rows:
-        table.add_row(*(str(v) for v in r))
-    console.print(table)
-    run_dir = cfg.out_dir / f"eval-{cfg.world}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    rep = HtmlReport(f"Shakedown evaluation: {cfg.world}")
-    rep.table(header, table_rows)
-    fig = _curves_figure(cfg.adapters + cfg.baselines)
-    if fig is not None:
-        rep.heading("Learning curves")
-        rep.figure(fig)
-    rep.heading("Per policy")
-    rep.figure(_scores_figure(cfg.world, rows))
-    rep.heading("Example chains of thought")
-    seen: dict[tuple[str, str], int] = {}
-    examples = []
-    for r in rows:  # two per policy and case kind, so every model and category shows
-        key = (r["policy"], r.get("category", r.get("defect", "")))
-        if r["raw"] and seen.get(key, 0) < 2:
-            seen[key] = seen.get(key, 0) + 1
-            examples.append(r)
-    rep.table(["policy", "case", "chain of thought", "raw answer"],
-              [[r["policy"], r.get("instruction", r.get("defect", "")), r["thought"][:300], r["raw"][:300]]
-               for r in examples] or [["(no language-model policy evaluated)", "", "", ""]])
-    rep.write(run_dir / "report.html")
-    (run_dir / "results.json").write_text(json.dumps({"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
-                                                      "summary": {"header": header, "rows": table_rows},
-                                                      "rows": rows}, indent=1, default=str))
-    console.print(f"report: {run_dir / 'report.html'}")
-    return run_dir
+    return [baseline[0], *(SB3Policy(b) for b in cfg.baselines), *vlm_policies(cfg), baseline[1]]
+
+
+def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> list[dict[str, Any]]:
+    """One row per decision of every policy on the held-out episodes."""
+    policies = policies_for(cfg)
+    return evaluate_car(cfg, policies, progress) if cfg.world == "car" else evaluate_factory(cfg, policies, progress)

@@ -8,8 +8,8 @@ evaluation tables.
 
 from __future__ import annotations
 
-from twin.core.contracts import Decision, Observation
 from agents.control.mpc_params import DEFAULT, MPCParams
+from twin.core.contracts import Decision, Observation
 
 
 class FixedParamsPolicy:

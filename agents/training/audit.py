@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from twin.core.contracts import Decision, Observation
 from safety.audit import keys
 from safety.audit.log import AuditLog
 from safety.audit.records import decision_body
+from twin.core.contracts import Decision, Observation
 
 
 def open_training_log(out: Path, enabled: bool) -> AuditLog | None:

@@ -27,36 +27,49 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.args import parse_args
-from agents.tasks.car.metrics import FAILURE_IMPROVEMENT
-from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
-from agents.vlm.model_store import DEFAULT_MODEL
-from agents.vlm.logprobs import group_logprobs
-from agents.vlm.loading import agent_from_adapter
 from agents.control.mpc_params import NAMES
-from agents.vlm.parsing import parse_car
+from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
+from agents.tasks.car.metrics import FAILURE_IMPROVEMENT
 from agents.training.audit import log_sample, open_training_log
-from agents.training.run import (finish_run, out_of_time, sample_answers, save_checkpoint, start_run,
-                                 trainable_parameters)
+from agents.training.run import (
+    finish_run,
+    out_of_time,
+    sample_answers,
+    save_checkpoint,
+    start_run,
+    trainable_parameters,
+)
+from agents.vlm.loading import agent_from_adapter
+from agents.vlm.logprobs import group_logprobs
 from agents.vlm.model import training_autocast
+from agents.vlm.model_store import DEFAULT_MODEL
+from agents.vlm.parsing import parse_car
 from safety.lagrangian import Lagrange, LagrangeConfig
-from shakedown.progress import progress_bar
-from twin.core.config import bounded, check_bounds
 from twin.car.tracks import TRAIN_TRACKS
+from twin.core.config import bounded, check_bounds, parse_config
+from twin.core.progress import Progress, progress_stage
 
 
 @dataclasses.dataclass(frozen=True)
 class GRPOArgs:
+    """Closed-loop GRPO on the car: a group of answers per instruction, each driven in the twin."""
+
     adapter: str = ""
     """Adapter to start from (an SFT run's adapter/); empty: a fresh LoRA."""
     base: str = DEFAULT_MODEL
+    """Base language model: the default, or a local Hugging Face directory."""
     steps: int = bounded(50, 1, 1_000_000)
+    """GRPO updates to run (a resumed run counts the ones already done)."""
     prompts_per_step: int = bounded(2, 1, 1024)
+    """Instruction episodes per update, each with its own group of answers."""
     group: int = bounded(4, 2, 256)
     """Answers sampled per prompt (RobotxR1: 4 for the MPC tuner)."""
     max_new_tokens: int = bounded(96, 1, 4096)
+    """Longest answer sampled (tokens)."""
     temperature: float = bounded(1.0, 0.05, 5.0)
+    """Sampling temperature of the group's answers."""
     lr: float = bounded(1e-5, 1e-8, 1.0)
+    """AdamW learning rate of the LoRA weights."""
     beta: float = bounded(0.04, 0.0, 10.0)
     """Weight of the KL penalty to the reference model."""
     duration_s: float = bounded(6.0, 0.5, 600.0)
@@ -64,10 +77,13 @@ class GRPOArgs:
     cost_limit: float = bounded(0.0, 0.0, 1e9)
     """Constraint violations per drive the Lagrangian tolerates."""
     seed: int = 0
+    """Seeds the model, the episodes drawn and the sampling."""
     checkpoint_every: int = bounded(1, 1, 1_000_000)
     """Updates between checkpoints; 1: a run killed with -9 loses at most the update in flight."""
     out: Path = Path("runs/grpo-car")
+    """Run folder: checkpoint/, adapter/, curve.json (and audit.log with --audit)."""
     resume: bool = False
+    """Continue from out/checkpoint if it exists."""
     audit: bool = False
     """Write every sampled decision (thought, action, reward terms, costs) to out/audit.log."""
     train_vision: bool = False
@@ -98,7 +114,7 @@ def reward_terms(raw: str, improvement: float) -> dict[str, float]:
     }
 
 
-def train_grpo(args: GRPOArgs) -> Path:
+def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
     run = start_run("car", "grpo", args, args.out, args.base, args.seed, adapter=args.adapter, resume=args.resume)
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
     params = trainable_parameters(model, args.train_vision)
@@ -117,8 +133,7 @@ def train_grpo(args: GRPOArgs) -> Path:
     audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, step])
 
-    with progress_bar() as bar:
-        task = bar.add_task("GRPO car", total=args.steps, completed=step)
+    with progress_stage(progress, "GRPO car", args.steps, step) as bar:
         started = time.perf_counter()
         while step < args.steps and not out_of_time(started, args.max_minutes):
             t0 = time.perf_counter()
@@ -183,7 +198,7 @@ def train_grpo(args: GRPOArgs) -> Path:
                         "kl": float(np.mean(kls)), "lambda": lagrange.value, "loss": float(np.mean(losses)),
                         **{f"reward_{k}": v / n for k, v in terms_sum.items()},
                         **{f"seconds_{k}": v for k, v in timing.items()}, "seconds": time.perf_counter() - t0})
-            bar.update(task, advance=1, description=f"GRPO car reward {log[-1]['reward']:+.2f}")
+            bar.advance(note=f"reward {log[-1]['reward']:+.2f}")
             if (step % args.checkpoint_every == 0 or step == args.steps
                     or out_of_time(started, args.max_minutes)):
                 save_checkpoint(run, {"step": step}, {"optimizer": optimizer.state_dict(),
@@ -194,8 +209,8 @@ def train_grpo(args: GRPOArgs) -> Path:
     return finish_run(run, {"step": step}, log)
 
 
-def main(argv: list[str] | None = None) -> None:
-    print(f"adapter: {train_grpo(parse_args(GRPOArgs, argv, __doc__.splitlines()[0]))}")
+def main(argv: list[str] | None = None, progress: Progress | None = None, prog: str | None = None) -> None:
+    print(f"adapter: {train_grpo(parse_config(GRPOArgs, argv, __doc__, prog), progress)}")
 
 
 if __name__ == "__main__":

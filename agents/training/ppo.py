@@ -21,18 +21,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.args import parse_args
-from agents.vlm.model_store import DEFAULT_MODEL
-from agents.vlm.logprobs import action_mask, decision_logprob, score_answers, token_char_spans
-from agents.vlm.parsing import parse_factory
-from agents.training.audit import log_sample, open_training_log
-from agents.training.run import (finish_run, out_of_time, sample_answers, save_checkpoint, start_run,
-                                 trainable_parameters)
-from agents.vlm.model import training_autocast
-from safety.lagrangian import Lagrange, LagrangeConfig
-from shakedown.progress import progress_bar
-from twin.core.config import bounded, check_bounds
 from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from agents.training.audit import log_sample, open_training_log
+from agents.training.run import (
+    finish_run,
+    out_of_time,
+    sample_answers,
+    save_checkpoint,
+    start_run,
+    trainable_parameters,
+)
+from agents.vlm.logprobs import (
+    action_mask,
+    decision_logprob,
+    score_answers,
+    token_char_spans,
+)
+from agents.vlm.model import training_autocast
+from agents.vlm.model_store import DEFAULT_MODEL
+from agents.vlm.parsing import parse_factory
+from safety.lagrangian import Lagrange, LagrangeConfig
+from twin.core.config import bounded, check_bounds, parse_config
+from twin.core.progress import Progress, progress_stage
 from twin.factory.twin import DECISIONS
 
 PARSE_PENALTY = -0.5
@@ -41,33 +51,50 @@ PARSE_PENALTY = -0.5
 
 @dataclasses.dataclass(frozen=True)
 class PPOArgs:
+    """PPO with chain of thought on factory inspection (RL4VLM's method)."""
+
     adapter: str = ""
     """Adapter to start from (an SFT run's adapter/); empty: a fresh LoRA."""
     base: str = DEFAULT_MODEL
+    """Base language model: the default, or a local Hugging Face directory."""
     iterations: int = bounded(20, 1, 1_000_000)
+    """Rollout-and-update iterations to run (a resumed run counts the ones already done)."""
     rollout_steps: int = bounded(16, 1, 100_000)
     """Decisions collected per iteration."""
     epochs: int = bounded(4, 1, 100)
     """PPO passes over each rollout (RL4VLM: 4)."""
     minibatch: int = bounded(4, 1, 4096)
+    """Decisions per gradient step."""
     clip: float = bounded(0.1, 0.01, 1.0)
     """PPO ratio clip (RL4VLM: 0.1)."""
     lr: float = bounded(1e-5, 1e-8, 1.0)
+    """AdamW learning rate of the LoRA weights and the value head."""
     gamma: float = bounded(0.9, 0.0, 1.0)
+    """Discount per decision (RL4VLM: 0.9)."""
     gae_lambda: float = bounded(0.95, 0.0, 1.0)
+    """GAE lambda (RL4VLM: 0.95)."""
     cot_lambda: float = bounded(0.5, 0.0, 1.0)
     """Weight of the chain of thought's log-probability (RL4VLM: 0.3-0.5 learn)."""
     value_coef: float = bounded(0.5, 0.0, 100.0)
+    """Weight of the value loss."""
     max_grad_norm: float = bounded(1.0, 1e-4, 100.0)
+    """Gradient norm clip."""
     max_new_tokens: int = bounded(48, 1, 4096)
+    """Longest answer sampled (tokens)."""
     temperature: float = bounded(1.0, 0.05, 5.0)
+    """Sampling temperature of the rollouts."""
     parts_per_episode: int = bounded(8, 1, 10_000)
+    """Parts decided per inspection episode."""
     cost_limit: float = bounded(0.0, 0.0, 1e9)
+    """Constraint violations per episode the Lagrangian tolerates."""
     seed: int = 0
+    """Seeds the model, the episodes and the sampling."""
     checkpoint_every: int = bounded(1, 1, 1_000_000)
     """Updates between checkpoints; 1: a run killed with -9 loses at most the update in flight."""
     out: Path = Path("runs/ppo-factory")
+    """Run folder: checkpoint/, adapter/, curve.json (and audit.log with --audit)."""
     resume: bool = False
+    """Continue from out/checkpoint if it exists."""
     audit: bool = False
     """Write every decision of the rollouts (thought, action, reward, cost) to out/audit.log."""
     train_vision: bool = False
@@ -127,7 +154,7 @@ def gae(steps: list[Step], last_value: float, gamma: float, lam: float, penalty:
     return adv, adv + np.array([s.value for s in steps])
 
 
-def train_ppo(args: PPOArgs) -> Path:
+def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
     run = start_run("factory", "ppo", args, args.out, args.base, args.seed, adapter=args.adapter,
                     resume=args.resume)
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
@@ -147,8 +174,7 @@ def train_ppo(args: PPOArgs) -> Path:
     rng = np.random.default_rng([args.seed, iteration])
     _, info = env.reset(seed=int(rng.integers(2**31)))
 
-    with progress_bar() as bar:
-        task = bar.add_task("PPO factory", total=args.iterations, completed=iteration)
+    with progress_stage(progress, "PPO factory", args.iterations, iteration) as bar:
         started = time.perf_counter()
         while iteration < args.iterations and not out_of_time(started, args.max_minutes):
             t0 = time.perf_counter()
@@ -209,7 +235,7 @@ def train_ppo(args: PPOArgs) -> Path:
                         "cost": float(np.mean([s.cost for s in steps])), "lambda": lagrange.value,
                         "loss": float(np.mean(losses)), "clipfrac": float(np.mean(clipfracs)),
                         "seconds": time.perf_counter() - t0})
-            bar.update(task, advance=1, description=f"PPO factory acc {log[-1]['accuracy']:.2f}")
+            bar.advance(note=f"acc {log[-1]['accuracy']:.2f}")
             if (iteration % args.checkpoint_every == 0 or iteration == args.iterations
                     or out_of_time(started, args.max_minutes)):
                 save_checkpoint(run, {"iteration": iteration}, {"value_head": value_head.state_dict(),
@@ -221,8 +247,8 @@ def train_ppo(args: PPOArgs) -> Path:
     return finish_run(run, {"iteration": iteration}, log)
 
 
-def main(argv: list[str] | None = None) -> None:
-    print(f"adapter: {train_ppo(parse_args(PPOArgs, argv, __doc__.splitlines()[0]))}")
+def main(argv: list[str] | None = None, progress: Progress | None = None, prog: str | None = None) -> None:
+    print(f"adapter: {train_ppo(parse_config(PPOArgs, argv, __doc__, prog), progress)}")
 
 
 if __name__ == "__main__":

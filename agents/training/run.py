@@ -16,9 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.vlm.loading import agent_from_adapter
-from agents.vlm.lora import LoraSettings, add_lora, git_commit, latest_complete, read_manifest, save_adapter
 from agents.training.vision import load_tower
+from agents.vlm.loading import agent_from_adapter
+from agents.vlm.lora import (
+    LoraSettings,
+    add_lora,
+    git_commit,
+    latest_complete,
+    read_manifest,
+    save_adapter,
+)
 from agents.vlm.model import VisionConfig, VLMAgent, build_vlm
 
 

@@ -5,10 +5,10 @@
 Two observation kinds per world: 'state' (numbers only) and 'image' (the same numbers plus
 the camera frame, through SB3's CNN). A classical policy cannot read text, so the car's
 instruction reaches it as a task id (category one-hot and target speed; see
-`agents.car_task.task_arrays`), which makes held-out paraphrases no harder for it: an
+`agents.tasks.car.instruction_env.instruction_arrays`), which makes held-out paraphrases no harder for it: an
 advantage over the language model, said wherever it is compared. Each run saves
 model.zip, curve.json (reward per episode, as SB3's Monitor records it) and a manifest.
-`SB3Policy` wraps a saved run as a Policy for `shakedown eval`.
+`agents.policies.sb3.SB3Policy` wraps a saved run as a Policy for `shakedown eval`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -26,16 +25,19 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 
-from agents.args import parse_args
-from agents.tasks.car.instruction_env import ACTION_HIGH, ACTION_LOW, CarInstructionEnv, CarTaskConfig, task_arrays
-from twin.core.contracts import Decision, Observation
+from agents.policies.sb3 import to_params
+from agents.tasks.car.instruction_env import (
+    CarInstructionEnv,
+    CarTaskConfig,
+)
+from agents.tasks.factory.envs import (
+    FactoryInspectionEnv,
+    FactoryTaskConfig,
+)
 from agents.vlm.lora import git_commit
-from agents.control.mpc_params import PARAM_TABLE
-from shakedown.progress import progress_bar
-from twin.core.config import ConfigError, bounded, check_bounds
-from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig, inspection_arrays
-from twin.factory.twin import DECISIONS
 from twin.car.tracks import TRAIN_TRACKS
+from twin.core.config import ConfigError, bounded, check_bounds, parse_config
+from twin.core.progress import Progress, progress_stage
 
 WORLDS = ("car", "factory")
 OBSERVATIONS = ("state", "image")
@@ -43,6 +45,8 @@ OBSERVATIONS = ("state", "image")
 
 @dataclasses.dataclass(frozen=True)
 class SB3Args:
+    """A stable-baselines3 PPO baseline on the same env the VLM agent is scored on."""
+
     world: str = "factory"
     """'car' (instruction -> MPC parameters) or 'factory' (inspection decisions)."""
     obs: str = "image"
@@ -52,11 +56,15 @@ class SB3Args:
     n_steps: int = bounded(128, 2, 1_000_000)
     """Rollout length per PPO update."""
     batch_size: int = bounded(64, 2, 1_000_000)
+    """Minibatch size of each PPO update."""
     lr: float = bounded(3e-4, 1e-7, 1.0)
+    """Adam learning rate."""
     duration_s: float = bounded(4.0, 0.5, 600.0)
     """Car: simulated seconds each episode drives."""
     seed: int = 0
+    """Seeds SB3, the env and torch."""
     out: Path = Path("runs/sb3-factory-image")
+    """Run folder: model.zip, curve.json, manifest.json."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -88,11 +96,6 @@ class CarActions(gym.ActionWrapper):
         return to_params(action, self.low, self.high)
 
 
-def to_params(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    a = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
-    return low + (a + 1.0) * 0.5 * (high - low)
-
-
 def make_env(world: str, obs: str, duration_s: float = 4.0) -> gym.Env:
     """The training env of a baseline (train tracks and paraphrases for the car)."""
     if world == "car":
@@ -104,9 +107,11 @@ def make_env(world: str, obs: str, duration_s: float = 4.0) -> gym.Env:
 
 
 class _Progress(BaseCallback):
-    def __init__(self, bar: Any, task: Any) -> None:
+    """SB3's own callback hook, forwarding timesteps to our Progress and keeping the curve."""
+
+    def __init__(self, bar: Progress) -> None:
         super().__init__()
-        self.bar, self.task, self.episodes = bar, task, []
+        self.bar, self.episodes = bar, []
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", []):
@@ -114,19 +119,18 @@ class _Progress(BaseCallback):
                 self.episodes.append({"timestep": self.num_timesteps, "reward": float(info["episode"]["r"]),
                                       "length": int(info["episode"]["l"])})
         recent = [e["reward"] for e in self.episodes[-20:]]
-        self.bar.update(self.task, completed=self.num_timesteps,
-                        description=f"SB3 PPO reward {np.mean(recent):+.2f}" if recent else "SB3 PPO")
+        self.bar.set_completed(self.num_timesteps, f"reward {np.mean(recent):+.2f}" if recent else "")
         return True
 
 
-def train_sb3(args: SB3Args) -> Path:
+def train_sb3(args: SB3Args, progress: Progress | None = None) -> Path:
     torch.manual_seed(args.seed)
     env = Monitor(make_env(args.world, args.obs, args.duration_s))
     model = PPO("MultiInputPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, learning_rate=args.lr,
                 seed=args.seed, verbose=0, device="auto")
     t0 = time.perf_counter()
-    with progress_bar() as bar:
-        callback = _Progress(bar, bar.add_task("SB3 PPO", total=args.timesteps))
+    with progress_stage(progress, f"SB3 PPO {args.world} ({args.obs})", args.timesteps) as bar:
+        callback = _Progress(bar)
         model.learn(total_timesteps=args.timesteps, callback=callback)
     env.close()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -138,33 +142,8 @@ def train_sb3(args: SB3Args) -> Path:
     return args.out
 
 
-class SB3Policy:
-    """A saved baseline as a Policy (deterministic actions)."""
-
-    def __init__(self, run_dir: Path | str) -> None:
-        run_dir = Path(run_dir)
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        self.world, self.obs = manifest["world"], manifest["obs"]
-        self.model = PPO.load(run_dir / "model.zip", device="cpu")
-        self.policy_id = f"sb3-ppo-{self.obs}:{run_dir.name}"
-        self.label = f"SB3 PPO ({self.obs})"
-
-    def decide(self, observation: Observation) -> Decision:
-        if self.world == "car":
-            arrays = task_arrays(observation, image=self.obs == "image")
-        else:
-            arrays = inspection_arrays(observation)
-        if self.obs == "state":
-            arrays.pop("image", None)
-        action, _ = self.model.predict(arrays, deterministic=True)
-        if self.world == "car":
-            values = to_params(action, ACTION_LOW, ACTION_HIGH)
-            return Decision(action={p.name: float(v) for p, v in zip(PARAM_TABLE, values)}, policy_id=self.policy_id)
-        return Decision(action={"decision": DECISIONS[int(action)]}, policy_id=self.policy_id)
-
-
-def main(argv: list[str] | None = None) -> None:
-    print(f"baseline: {train_sb3(parse_args(SB3Args, argv, __doc__.splitlines()[0]))}")
+def main(argv: list[str] | None = None, progress: Progress | None = None, prog: str | None = None) -> None:
+    print(f"baseline: {train_sb3(parse_config(SB3Args, argv, __doc__, prog), progress)}")
 
 
 if __name__ == "__main__":

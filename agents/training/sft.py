@@ -19,19 +19,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.args import parse_args
-from agents.vlm.model_store import DEFAULT_MODEL
-from agents.vlm.lora import LoraSettings
-from agents.vlm.prompts import VERSIONS
-from agents.training.sft_data import Example, car_examples, factory_examples
 from agents.training.run import finish_run, save_checkpoint, start_run
+from agents.training.sft_data import Example, car_examples, factory_examples
+from agents.vlm.lora import LoraSettings
 from agents.vlm.model import VLMAgent, training_autocast
-from shakedown.progress import progress_bar
-from twin.core.config import ConfigError, bounded, check_bounds
+from agents.vlm.model_store import DEFAULT_MODEL
+from agents.vlm.prompts import VERSIONS
+from twin.core.config import ConfigError, bounded, check_bounds, parse_config
+from twin.core.progress import Progress, progress_stage
 
 
 @dataclasses.dataclass(frozen=True)
 class SFTArgs:
+    """Supervised warm-up on the scripted experts' answers (chain of thought, then the action)."""
+
     task: str = "car"
     """'car' (MPC parameters) or 'factory' (part decisions)."""
     base: str = DEFAULT_MODEL
@@ -41,13 +42,17 @@ class SFTArgs:
     steps: int = bounded(200, 1, 10_000_000)
     """Optimizer steps."""
     batch_size: int = bounded(4, 1, 1024)
+    """Examples per optimizer step."""
     lr: float = bounded(2e-4, 1e-7, 1.0)
+    """AdamW learning rate."""
     lora_r: int = bounded(16, 1, 512)
+    """LoRA rank (alpha = 2 r)."""
     vision_init: str = ""
     """A vision pre-training run folder (agents.training.vision) whose tower to start from; empty: a fresh tower."""
     bf16: bool = True
     """bfloat16 autocast in the training passes (weights stay float32)."""
     seed: int = 0
+    """Seeds the model, the examples and the batches."""
     checkpoint_every: int = bounded(1, 1, 1_000_000)
     """Updates between checkpoints; 1: a run killed with -9 loses at most the update in flight."""
     out: Path = Path("runs/sft-car")
@@ -89,7 +94,7 @@ def batch_tensors(agent: VLMAgent, batch: list[Example]) -> dict[str, torch.Tens
     return {k: v.to(agent.model.device) for k, v in batch.items()}
 
 
-def train_sft(args: SFTArgs) -> Path:
+def train_sft(args: SFTArgs, progress: Progress | None = None) -> Path:
     run = start_run(args.task, "sft", args, args.out, args.base, args.seed, resume=args.resume,
                     lora=LoraSettings(r=args.lora_r), vision_init=args.vision_init)
     model = run.model
@@ -105,8 +110,7 @@ def train_sft(args: SFTArgs) -> Path:
     data = make_examples(args)
     rng = np.random.default_rng([args.seed, step])
 
-    with progress_bar() as bar:
-        task = bar.add_task(f"SFT {args.task}", total=args.steps, completed=step)
+    with progress_stage(progress, f"SFT {args.task}", args.steps, step) as bar:
         while step < args.steps:
             batch = [data[i] for i in rng.choice(len(data), size=min(args.batch_size, len(data)), replace=False)]
             t0 = time.perf_counter()
@@ -118,15 +122,15 @@ def train_sft(args: SFTArgs) -> Path:
             optimizer.step()
             step += 1
             curve.append({"step": step, "loss": float(loss.detach()), "seconds": time.perf_counter() - t0})
-            bar.update(task, advance=1, description=f"SFT {args.task} loss {float(loss.detach()):.3f}")
+            bar.advance(note=f"loss {float(loss.detach()):.3f}")
             if step % args.checkpoint_every == 0 or step == args.steps:
                 save_checkpoint(run, {"step": step}, {"optimizer": optimizer.state_dict(), "curve": curve,
                                                       "torch_rng": torch.get_rng_state()})
     return finish_run(run, {"step": step}, curve)
 
 
-def main(argv: list[str] | None = None) -> None:
-    print(f"adapter: {train_sft(parse_args(SFTArgs, argv, __doc__.splitlines()[0]))}")
+def main(argv: list[str] | None = None, progress: Progress | None = None, prog: str | None = None) -> None:
+    print(f"adapter: {train_sft(parse_config(SFTArgs, argv, __doc__, prog), progress)}")
 
 
 if __name__ == "__main__":

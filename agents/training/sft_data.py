@@ -13,13 +13,13 @@ import json
 
 import numpy as np
 
-from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
-from agents.policies.car_expert import ScriptedCarExpert
-from twin.core.contracts import Observation
 from agents.control.mpc_params import DEFAULT
+from agents.policies.car_expert import ScriptedCarExpert
+from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.tasks.factory.envs import INSTRUCTION, KIND_ORDER
-from twin.factory.samples import part_frames
 from twin.car.tracks import TRAIN_TRACKS
+from twin.core.contracts import Observation
+from twin.factory.samples import part_frames
 
 
 @dataclasses.dataclass(frozen=True)

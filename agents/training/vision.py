@@ -24,10 +24,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-from agents.args import parse_args
 from agents.vlm.model import VisionConfig, default_device, pixel_values
-from shakedown.progress import progress_bar
-from twin.core.config import ConfigError, bounded, check_bounds
+from twin.core.config import ConfigError, bounded, check_bounds, parse_config
+from twin.core.progress import Progress, progress_stage
 
 CLASSES = {"factory": {"defective": 2, "defect": 5, "kind": 3}, "car": {}}
 REGRESSION = {"factory": (), "car": ("lateral_offset", "heading_error", "curvature")}
@@ -38,16 +37,24 @@ TOWER_FILE = "vision_tower.safetensors"
 
 @dataclasses.dataclass(frozen=True)
 class VisionPretrainArgs:
+    """Pre-train the VLM's vision tower on twin frames with privileged labels."""
+
     task: str = "factory"
     """'factory' (defect and kind labels) or 'car' (pose and curvature labels)."""
     frames: int = bounded(1024, 8, 1_000_000)
     """Training frames rendered in the twin."""
     heldout_frames: int = bounded(256, 8, 1_000_000)
+    """Frames rendered apart from training's, for the held-out scores."""
     epochs: int = bounded(8, 1, 10_000)
+    """Passes over the training frames."""
     batch_size: int = bounded(32, 1, 4096)
+    """Frames per optimizer step."""
     lr: float = bounded(2e-4, 1e-7, 1.0)
+    """AdamW learning rate."""
     seed: int = 0
+    """Seeds the frames rendered and the tower's initial weights."""
     out: Path = Path("runs/vision-factory")
+    """Run folder: tower weights, probe heads, metrics.json."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -73,8 +80,8 @@ def car_frames(n: int, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Front-camera frames from random poses on the training tracks (offset across the lane,
     heading off the track direction), labelled with the pose and the curvature 1-3 m ahead."""
     from twin.car.randomization import CAR_RANDOMIZATION
-    from twin.car.twin import CarTwin, CarTwinConfig
     from twin.car.tracks import TRAIN_TRACKS
+    from twin.car.twin import CarTwin, CarTwinConfig
 
     rng = np.random.default_rng(seed)
     twins = [CarTwin(CarTwinConfig(track=t, camera=True, lidar=False, randomization=CAR_RANDOMIZATION))
@@ -145,7 +152,7 @@ def scores(probe: Probe, pixels: torch.Tensor, targets: dict[str, torch.Tensor])
     return result
 
 
-def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None) -> Path:
+def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None, progress: Progress | None = None) -> Path:
     vision = vision or VisionConfig()
     torch.manual_seed(args.seed)
     frames, labels = labelled_frames(args.task, args.frames, args.seed)
@@ -166,8 +173,7 @@ def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None) -> Pa
     rng = np.random.default_rng(args.seed)
     history = [{"epoch": 0, **scores(probe, hx, hy)}]
     batches = max(1, len(x) // args.batch_size)
-    with progress_bar() as bar:
-        task = bar.add_task(f"vision {args.task}", total=args.epochs * batches)
+    with progress_stage(progress, f"vision {args.task}", args.epochs * batches) as bar:
         for epoch in range(1, args.epochs + 1):
             t0, total = time.perf_counter(), 0.0
             for idx in np.array_split(rng.permutation(len(x)), batches):
@@ -182,7 +188,7 @@ def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None) -> Pa
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach())
-                bar.advance(task)
+                bar.advance()
             history.append({"epoch": epoch, "loss": total / batches, "seconds": time.perf_counter() - t0,
                             **scores(probe, hx, hy)})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -204,9 +210,8 @@ def load_tower(model: torch.nn.Module, pretrained: Path, vision: VisionConfig) -
     model.model.vision_tower.load_state_dict(load_file(pretrained / TOWER_FILE, device=str(model.device)))
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(VisionPretrainArgs, argv, __doc__.splitlines()[0])
-    out = pretrain(args)
+def main(argv: list[str] | None = None, progress: Progress | None = None, prog: str | None = None) -> None:
+    out = pretrain(parse_config(VisionPretrainArgs, argv, __doc__, prog), progress=progress)
     print(json.dumps(json.loads((out / "metrics.json").read_text())["history"][-1]))
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.vlm.model_store import DEFAULT_MODEL
 from agents.vlm.lora import load_adapter, read_manifest
 from agents.vlm.model import GenerationConfig, VisionConfig, VLMAgent, build_vlm
+from agents.vlm.model_store import DEFAULT_MODEL
 
 
 def agent_from_adapter(adapter_dir: Path | str, task: str, generation: GenerationConfig | None = None,

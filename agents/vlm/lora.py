@@ -14,8 +14,9 @@ import hashlib
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -33,6 +34,7 @@ class LoraSettings:
     alpha: int = bounded(32, 1, 1024)
     """Scale numerator (scale = alpha / r)."""
     dropout: float = bounded(0.0, 0.0, 0.9)
+    """Dropout on the adapters' input during training."""
     train_vision: bool = True
     """Also train (and save) the vision tower and the projector."""
 

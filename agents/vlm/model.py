@@ -15,14 +15,20 @@ import os
 
 import numpy as np
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration,
-                          PreTrainedTokenizerBase, SiglipVisionConfig)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    PreTrainedTokenizerBase,
+    SiglipVisionConfig,
+)
 
-from twin.core.contracts import Decision, Observation
 from agents.vlm.model_store import DEFAULT_MODEL, model_hash, resolve_model
 from agents.vlm.parsing import PARSERS
 from agents.vlm.prompts import prompt_for
 from twin.core.config import ConfigError, bounded, check_bounds
+from twin.core.contracts import Decision, Observation
 
 IMAGE_TOKEN = "<image>"
 
@@ -37,9 +43,13 @@ class VisionConfig:
     """Square patch side; (image_size / patch_size)^2 image tokens per frame (16 by default: every
     prompt token costs latency on a CPU, and 16 patches suffice for twin frames)."""
     hidden_size: int = bounded(256, 32, 2048)
+    """Width of the tower's transformer."""
     layers: int = bounded(4, 1, 48)
+    """Transformer layers of the tower."""
     heads: int = bounded(4, 1, 32)
+    """Attention heads per layer."""
     intermediate_size: int = bounded(768, 32, 8192)
+    """Width of each layer's MLP."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -107,6 +117,7 @@ class GenerationConfig:
     temperature: float = bounded(0.0, 0.0, 5.0)
     """0: greedy."""
     top_p: float = bounded(1.0, 0.01, 1.0)
+    """Nucleus sampling: keep the smallest set of tokens with this much probability."""
 
     def __post_init__(self) -> None:
         check_bounds(self)

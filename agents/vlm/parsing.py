@@ -19,7 +19,8 @@ import ast
 import dataclasses
 import json
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from agents.control.mpc_params import DEFAULT, clamp_dict
 

@@ -10,11 +10,11 @@ prompt tokens) and ordered constant-text first, so the shared prefix can be cach
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from twin.core.contracts import Observation
 from agents.control.mpc_params import PARAM_TABLE, table_text
 from twin.core.config import ConfigError
+from twin.core.contracts import Observation
 
 
 def car_prompt_v1(obs: Observation, image: str) -> str:

@@ -22,14 +22,15 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from safety.audit.keys import key_id
-from safety.audit.merkle import leaf_hash, node_hash
+from safety.audit.merkle import MerkleFrontier, leaf_hash
 
 GENESIS = "0" * 64
 
@@ -95,29 +96,6 @@ def entry_hash(entry: Mapping[str, Any]) -> str:
 def head_payload(body: Mapping[str, Any]) -> bytes:
     """The bytes a checkpoint's signature covers."""
     return canonical({k: body[k] for k in ("tree_size", "root", "chain_head", "key_id", "signed_at")})
-
-
-class MerkleFrontier:
-    """Merkle tree hash of a growing list in O(log n) per leaf (the perfect subtrees' roots)."""
-
-    def __init__(self) -> None:
-        self._stack: list[tuple[int, bytes]] = []
-        self.size = 0
-
-    def add(self, leaf: bytes) -> None:
-        self._stack.append((1, leaf))
-        self.size += 1
-        while len(self._stack) > 1 and self._stack[-1][0] == self._stack[-2][0]:
-            (n, right), (_, left) = self._stack.pop(), self._stack.pop()
-            self._stack.append((2 * n, node_hash(left, right)))
-
-    def root(self) -> bytes:
-        if not self._stack:
-            return hashlib.sha256(b"").digest()
-        r = self._stack[-1][1]
-        for _, h in reversed(self._stack[:-1]):
-            r = node_hash(h, r)
-        return r
 
 
 @dataclasses.dataclass
@@ -240,7 +218,7 @@ class AuditLog:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> "AuditLog":
+    def __enter__(self) -> AuditLog:
         return self
 
     def __exit__(self, *exc: object) -> None:

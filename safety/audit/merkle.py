@@ -10,7 +10,7 @@ and wrong sizes included.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -76,3 +76,26 @@ def root_from_path(index: int, size: int, leaf: bytes, path: Sequence[bytes]) ->
 def verify_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes], root: bytes) -> bool:
     """True when `leaf` (a leaf hash) is leaf `index` of the tree of `size` leaves with `root`."""
     return root_from_path(index, size, leaf, path) == root
+
+
+class MerkleFrontier:
+    """Merkle tree hash of a growing list in O(log n) per leaf (the perfect subtrees' roots)."""
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, bytes]] = []
+        self.size = 0
+
+    def add(self, leaf: bytes) -> None:
+        self._stack.append((1, leaf))
+        self.size += 1
+        while len(self._stack) > 1 and self._stack[-1][0] == self._stack[-2][0]:
+            (n, right), (_, left) = self._stack.pop(), self._stack.pop()
+            self._stack.append((2 * n, node_hash(left, right)))
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return hashlib.sha256(b"").digest()
+        r = self._stack[-1][1]
+        for _, h in reversed(self._stack[:-1]):
+            r = node_hash(h, r)
+        return r

@@ -18,8 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from safety.audit.keys import key_id
-from safety.audit.log import GENESIS, MerkleFrontier, canonical, entry_hash, head_payload, read_lines
-from safety.audit.merkle import inclusion_path, leaf_hash, verify_inclusion
+from safety.audit.log import GENESIS, canonical, entry_hash, head_payload, read_lines
+from safety.audit.merkle import MerkleFrontier, inclusion_path, leaf_hash, verify_inclusion
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,8 @@ import numpy as np
 from matplotlib.path import Path as PolyPath
 from scipy.spatial import cKDTree
 
-from twin.car.world import Obstacle
 from twin.car.tracks import Track, load_track
+from twin.car.world import Obstacle
 
 
 class ClearanceMap:

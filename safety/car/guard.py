@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
+from safety.car.clearance import clearance_map
 from safety.car.shield import CarShield, CarShieldState, lidar_points
 from safety.car.spec import CarSafetySpec
-from safety.car.clearance import clearance_map
 from safety.verdict import InterventionCounter, StepCosts, Verdict
 from twin.car.actuation import Command
 from twin.car.twin import CarTwin, StepReport

@@ -25,12 +25,12 @@ import math
 
 import numpy as np
 
-from safety.car.spec import CarSafetySpec
 from safety.car.clearance import ClearanceMap
+from safety.car.spec import CarSafetySpec
 from safety.verdict import BACKUP, MODIFIED, PASSED, Verdict
 from twin.car.actuation import Command
 
-DS = 0.05
+ARC_STEP = 0.05
 """Spacing of the points checked along an arc (m). The map lookups and this sampling are both
 conservative: the free distance the shield measures never exceeds the true one."""
 EPS_V = 0.02
@@ -62,7 +62,7 @@ class CarShield:
         # Two circles cover the footprint: centres a quarter length ahead of and behind the middle.
         self.offset = half_len
         self.radius = math.hypot(half_len, spec.car_width / 2)
-        self.sigma = np.arange(0.0, spec.lookahead + DS, DS)
+        self.sigma = np.arange(0.0, spec.lookahead + ARC_STEP, ARC_STEP)
         self.last_steer = 0.0
         candidates = np.linspace(-spec.steer_max, spec.steer_max, 9)
         self._candidates = tuple(float(c) for c in candidates)
@@ -78,7 +78,7 @@ class CarShield:
         Only the first `horizon` metres are checked (default: the spec's lookahead); a
         caller that needs no more than that saves the rest of the work."""
         kappa = math.tan(steer) / self.spec.wheelbase
-        n = len(self.sigma) if horizon is None else min(len(self.sigma), int(horizon / DS) + 2)
+        n = len(self.sigma) if horizon is None else min(len(self.sigma), int(horizon / ARC_STEP) + 2)
         sigma = self.sigma[:n]
         sig = direction * sigma
         yaw_i = st.yaw + kappa * sig
@@ -91,9 +91,9 @@ class CarShield:
         ox, oy = self.offset * np.cos(yaw_i), self.offset * np.sin(yaw_i)
         both = self.map.lookup(np.concatenate([cx + ox, cx - ox]), np.concatenate([cy + oy, cy - oy]))
         room = np.minimum(both[:n], both[n:])
-        # Between two samples a circle centre moves up to ~1.4 DS; the clearance field is
-        # 1-Lipschitz, so 0.75 DS more at the samples bounds the dip in between.
-        bad = np.flatnonzero(room < self.radius + self.spec.clearance + 0.75 * DS)
+        # Between two samples a circle centre moves up to ~1.4 ARC_STEP; the clearance field is
+        # 1-Lipschitz, so 0.75 ARC_STEP more at the samples bounds the dip in between.
+        bad = np.flatnonzero(room < self.radius + self.spec.clearance + 0.75 * ARC_STEP)
         free = float(sigma[-1]) if len(bad) == 0 else (0.0 if bad[0] == 0 else float(sigma[bad[0] - 1]))
         if st.lidar_points is not None and len(st.lidar_points):
             free = min(free, self._lidar_free(st, kappa, direction, float(sigma[-1])))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from twin.core.config import ConfigError, bounded, check_bounds, from_mapping
 
@@ -84,7 +85,7 @@ class CarSafetySpec:
             raise ConfigError("CarSafetySpec.zones must be a tuple of SpeedZone")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CarSafetySpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> CarSafetySpec:
         """Strict: unknown keys and invalid values raise ConfigError naming the field."""
         return from_mapping(cls, data, {"zones": _zones})
 

@@ -13,7 +13,8 @@ and must stop (protective stop) when that bound is <= 0.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from twin.core.config import bounded, check_bounds, from_mapping
 
@@ -45,7 +46,7 @@ class FactorySafetySpec:
         check_bounds(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FactorySafetySpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> FactorySafetySpec:
         """Strict: unknown keys and non-numbers raise ConfigError naming the field."""
         return from_mapping(cls, data)
 

@@ -2,14 +2,18 @@
 
 import numpy as np
 import pytest
-from stable_baselines3.common.env_checker import check_env
 
-from agents.tasks.car.metrics import FAILURE_IMPROVEMENT, improvement
-from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
-from agents.policies.car_expert import ScriptedCarExpert, expert_params
-from agents.tasks.car.instructions import (CATEGORIES, HELD_OUT_PARAPHRASES, TRAIN_PARAPHRASES, parse_instruction,
-                                 sample_instruction)
 from agents.control.mpc_params import DEFAULT, MPCParams
+from agents.policies.car_expert import ScriptedCarExpert, expert_params
+from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
+from agents.tasks.car.instructions import (
+    CATEGORIES,
+    HELD_OUT_PARAPHRASES,
+    TRAIN_PARAPHRASES,
+    parse_instruction,
+    sample_instruction,
+)
+from agents.tasks.car.metrics import FAILURE_IMPROVEMENT, improvement
 from twin.core.config import ConfigError
 
 
@@ -17,12 +21,6 @@ from twin.core.config import ConfigError
 def nominal_env():
     env = CarInstructionEnv(CarTaskConfig(tracks=("oval",), duration_s=6.0, randomization=(), camera=False))
     yield env
-    env.close()
-
-
-def test_check_env_passes():
-    env = CarInstructionEnv(CarTaskConfig(tracks=("oval",), duration_s=1.0))
-    check_env(env)
     env.close()
 
 
@@ -56,7 +54,6 @@ def test_same_seed_same_scores():
     for _ in range(2):
         _, info = env.reset(seed=42)
         metrics = env.evaluate({"qv": 30}).metrics
-        metrics.pop("mpc_solve_p50_ms")  # wall time, the one thing that may differ
         results.append((info["instruction"], info["randomization"], metrics))
     env.close()
     assert results[0] == results[1]

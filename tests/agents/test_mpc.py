@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from agents.control.loop import drive
 from agents.control.mpc import FrenetMPC, MPCConfig
 from agents.control.mpc_params import DEFAULT, NAMES, PARAM_TABLE, MPCParams, clamp_dict, table_text
+from twin.car.tracks import NAMED_TRACKS
 from twin.car.twin import CarTwin, CarTwinConfig
 from twin.core.config import ConfigError
-from twin.car.tracks import NAMED_TRACKS
 
 
 @pytest.mark.parametrize("track", NAMED_TRACKS + ("procedural-5",))

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
+from agents.training.sft import SFTArgs, train_sft
+from agents.training.sft_data import car_examples, factory_examples
 from agents.vlm.logprobs import action_mask, answer_logprobs, decision_logprob, token_char_spans
 from agents.vlm.lora import latest_complete, load_adapter, read_manifest
-from agents.vlm.parsing import parse_car
-from agents.training.sft_data import car_examples, factory_examples
-from agents.training.sft import SFTArgs, train_sft
 from agents.vlm.model import GenerationConfig, VisionConfig, VLMAgent, build_vlm
+from agents.vlm.parsing import parse_car
 from twin.core.config import ConfigError
 
 

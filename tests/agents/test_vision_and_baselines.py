@@ -8,14 +8,15 @@ import torch
 from safetensors.torch import load_file
 from stable_baselines3.common.env_checker import check_env
 
+from agents.policies.sb3 import SB3Policy
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
-from agents.vlm.prompts import PROMPTS, prompt_for
-from agents.training.sb3 import SB3Args, SB3Policy, make_env, train_sb3
+from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from agents.training.sb3 import SB3Args, make_env, train_sb3
 from agents.training.vision import VisionPretrainArgs, labelled_frames, load_tower, pretrain
 from agents.vlm.model import VisionConfig, build_vlm
+from agents.vlm.prompts import PROMPTS, prompt_for
 from shakedown.cli import main
 from twin.core.config import ConfigError
-from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
 
 
 def test_car_frames_are_labelled_with_the_pose_they_show():
@@ -88,9 +89,9 @@ def test_train_cli_forwards_stage_flags_and_refuses_a_wrong_world(tmp_path, caps
 
 
 def test_shipped_adapter_loads_as_trained_and_decides_on_a_held_out_track():
+    from agents.control.mpc_params import MPCParams
     from agents.vlm.loading import agent_from_adapter
     from agents.vlm.lora import read_manifest
-    from agents.control.mpc_params import MPCParams
     from shakedown.demo import SHIPPED_ADAPTER
 
     manifest = read_manifest(SHIPPED_ADAPTER)

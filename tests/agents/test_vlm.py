@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
-from twin.core.contracts import Observation, Policy
-from agents.vlm.model_store import DEFAULT_MODEL, model_hash, resolve_model
 from agents.control.mpc_params import MPCParams
-from agents.vlm.prompts import VERSIONS
+from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.vlm.model import GenerationConfig, VisionConfig, VLMAgent, build_vlm, pixel_values
+from agents.vlm.model_store import DEFAULT_MODEL, model_hash, resolve_model
+from agents.vlm.prompts import VERSIONS
 from twin.core.config import ConfigError
+from twin.core.contracts import Observation, Policy
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ Both counts are printed (pytest -s shows them) and asserted."""
 import numpy as np
 import pytest
 
-from safety.car.spec import CarSafetySpec, SpeedZone
 from agents.tasks.car.drive_env import CarDriveConfig, CarDriveEnv
+from safety.car.spec import CarSafetySpec, SpeedZone
 from twin.car.randomization import CAR_RANDOMIZATION
 from twin.car.twin import CarTwinConfig
 from twin.car.world import Obstacle

@@ -10,23 +10,23 @@ from hypothesis import strategies as st
 from matplotlib.path import Path as PolyPath
 from scipy.spatial import cKDTree
 
+from safety.car.clearance import clearance_map
 from safety.car.shield import CarShield, CarShieldState, model_step
 from safety.car.spec import CarSafetySpec, SpeedZone
-from safety.car.clearance import clearance_map
 from twin.car.actuation import Command
-from twin.core.config import ConfigError
 from twin.car.tracks import load_track
+from twin.core.config import ConfigError
 
 SPEC = CarSafetySpec(zones=(SpeedZone(10.0, 18.0, 1.5),))
 TRACKS = ("oval", "chicane")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shield_for(track: str) -> CarShield:
     return CarShield(SPEC, clearance_map(track))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def truth(track: str):
     """Exact geometry, independent of the shield's grid: wall points every 5 mm and the track polygon."""
     t = load_track(track)

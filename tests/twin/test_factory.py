@@ -4,27 +4,19 @@
 import numpy as np
 import pytest
 import torch
-from stable_baselines3.common.env_checker import check_env
 
 from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
+from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskConfig
 from safety.factory.guard import FactoryGuard
 from twin.core.config import ConfigError
+from twin.core.randomization import Randomizer, Term, Uniform
 from twin.factory.arm import UnreachableError
 from twin.factory.command import FactoryCommand
-from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskConfig
 from twin.factory.params import FACTORY_RANDOMIZATION, FactoryParams, FeederParams
 from twin.factory.parts import KINDS, PartSpec
 from twin.factory.samples import part_frames
 from twin.factory.twin import FactoryTwin, FactoryTwinConfig
 from twin.factory.world import BELT_TOP, BINS, PICK_X
-from twin.core.randomization import Randomizer, Term, Uniform
-
-
-def test_check_env_passes_for_both_tasks():
-    for env in (FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=2)),
-                FactoryLineEnv(FactoryTaskConfig(line_seconds=3))):
-        check_env(env)
-        env.close()
 
 
 def _episode(seed: int, parts: int = 4) -> list:

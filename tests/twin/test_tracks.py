@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twin.core.config import ConfigError
 from twin.car.tracks import HELD_OUT, NAMED_TRACKS, TRAIN_TRACKS, load_track, procedural
+from twin.core.config import ConfigError
 
 
 def test_at_least_three_named_tracks_and_a_held_out_one():

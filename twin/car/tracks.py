@@ -17,13 +17,13 @@ from scipy.interpolate import CubicSpline
 
 from twin.core.config import ConfigError
 
-DS = 0.05
+SAMPLE_SPACING = 0.05
 """Arc-length step of the resampled centerline (m)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Track:
-    """A closed track resampled at `DS`; all arrays have one row per centerline sample."""
+    """A closed track resampled at `SAMPLE_SPACING`; all arrays have one row per centerline sample."""
 
     name: str
     """The track's name ('oval', 'procedural-7', ...)."""
@@ -51,7 +51,7 @@ class Track:
 
     def index(self, s: float | np.ndarray) -> np.ndarray:
         """Nearest sample index of arc length(s) s (wrapped onto the loop)."""
-        return np.round(np.mod(s, self.length) / DS).astype(int) % len(self.s)
+        return np.round(np.mod(s, self.length) / SAMPLE_SPACING).astype(int) % len(self.s)
 
     def curvature_at(self, s: float | np.ndarray) -> np.ndarray:
         return self.curvature[self.index(s)]
@@ -91,20 +91,20 @@ class Track:
         A heuristic (smoothed curvature scaled to `amplitude`), not an optimal line; it gives
         the default MPC a line that differs from the centerline, as RobotxR1's does.
         """
-        k = _smooth_periodic(self.curvature, window=int(1.5 / DS))
+        k = _smooth_periodic(self.curvature, window=int(1.5 / SAMPLE_SPACING))
         peak = float(np.max(np.abs(k))) or 1.0
         return amplitude * np.clip(k / (0.4 * peak), -1.0, 1.0)
 
     def speed_profile(self, v_cap: float, a_lat: float, a_long: float) -> np.ndarray:
         """Reference speed per sample: lateral-acceleration limited, then accel/decel limited."""
-        k = np.maximum(np.abs(_smooth_periodic(self.curvature, window=int(0.5 / DS))), 1e-6)
+        k = np.maximum(np.abs(_smooth_periodic(self.curvature, window=int(0.5 / SAMPLE_SPACING))), 1e-6)
         v = np.minimum(v_cap, np.sqrt(a_lat / k))
         for _ in range(2):  # two laps of forward/backward passes settle the periodic profile
             for i in range(len(v)):
-                v[i] = min(v[i], math.sqrt(v[i - 1] ** 2 + 2 * a_long * DS))
+                v[i] = min(v[i], math.sqrt(v[i - 1] ** 2 + 2 * a_long * SAMPLE_SPACING))
             for i in range(len(v) - 1, -1, -1):
                 j = (i + 1) % len(v)
-                v[i] = min(v[i], math.sqrt(v[j] ** 2 + 2 * a_long * DS))
+                v[i] = min(v[i], math.sqrt(v[j] ** 2 + 2 * a_long * SAMPLE_SPACING))
         return v
 
 
@@ -125,12 +125,12 @@ def from_control_points(name: str, points: np.ndarray, width: float) -> Track:
     closed = np.vstack([pts, pts[:1]])
     chord = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(closed, axis=0), axis=1))]
     spline = CubicSpline(chord, closed, bc_type="periodic")
-    # Resample densely, then by arc length so samples are DS apart.
+    # Resample densely, then by arc length so samples are SAMPLE_SPACING apart.
     u = np.linspace(0.0, chord[-1], 20 * len(pts) * 50)
     dense = spline(u)
     arc = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))]
     length = float(arc[-1])
-    n = int(length / DS)
+    n = int(length / SAMPLE_SPACING)
     s = np.arange(n) * (length / n)
     uu = np.interp(s, arc, u)
     xy = spline(uu)

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from twin.car.actuation import ActuationParams, Command, DelayLine, sanitize
+from twin.car.tracks import Track, load_track
+from twin.car.vehicle import VehicleParams, VehicleState, input_limits, integrate
 from twin.car.world import AppearanceParams, CarWorld, Obstacle
 from twin.core.config import ConfigError, bounded, check_bounds
 from twin.core.randomization import Draws, Randomizer, Term
@@ -26,8 +28,6 @@ from twin.core.sensors import (
     read_odometry,
     render_camera,
 )
-from twin.car.tracks import Track, load_track
-from twin.car.vehicle import VehicleParams, VehicleState, input_limits, integrate
 
 
 @dataclasses.dataclass(frozen=True)

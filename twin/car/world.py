@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pybullet as pb
 
+from twin.car.tracks import Track
 from twin.core.bullet import direct_client
 from twin.core.config import ConfigError, bounded, check_bounds
-from twin.car.tracks import Track
 
 WALL_HEIGHT = 0.3
 BODY_HEIGHT = 0.1

@@ -6,10 +6,14 @@ import contextlib
 import ctypes
 import os
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pybullet as pb
 from pybullet_utils import bullet_client
+
+PHYSICS_HZ = 240.0
+"""PyBullet's own default step rate, used by the factory scene (the car integrates its own
+single-track model at `CarTwinConfig.physics_dt` and uses PyBullet only for contacts and sensing)."""
 
 
 @contextlib.contextmanager

@@ -10,7 +10,9 @@ a field is valid in.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -102,3 +104,14 @@ def from_mapping(cls: type, data: Any, converters: dict[str, Any] | None = None)
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{cls.__name__}.{key} = {value!r} must be a number")
     return cls(**values)
+
+
+def parse_config(cls: type, argv: Sequence[str] | None, description: str | None = None, prog: str | None = None,
+                 default: Any = None) -> Any:
+    """A config built from command-line flags, one per field (CleanRL's `Args` with tyro):
+    `--help` shows each field's docstring and default, taken from the dataclass itself, so
+    no command line repeats a default. A value the config rejects raises its ConfigError."""
+    import tyro  # only command lines need it
+
+    return tyro.cli(cls, args=list(argv) if argv is not None else None, prog=prog,
+                    description=inspect.cleandoc(description or cls.__doc__ or ""), default=default)

@@ -1,7 +1,12 @@
 """The policy interface every part of Shakedown shares: Observation -> Policy -> Decision.
 
 A VLM agent, a scripted expert, an SB3 policy and a remote policy behind the bridge are
-all `Policy`s; nothing downstream knows which one it has.
+all `Policy`s; nothing downstream knows which one it has. This module sits at the bottom
+of the layers and imports nothing of Shakedown's (as Brax keeps its Protocols in
+`training/types.py`).
+
+Equality is by value, arrays included (`same_value`): two Observations of the same seed
+compare equal, which is what gymnasium's determinism checks and replay tests need.
 """
 
 from __future__ import annotations
@@ -9,13 +14,31 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import uuid
-from typing import Any, Mapping, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 
-@dataclasses.dataclass(frozen=True)
+def same_value(a: Any, b: Any) -> bool:
+    """Structural equality for nested data: arrays by shape, dtype and contents, mappings by keys,
+    sequences element-wise, NaN equal to NaN (a replayed NaN is the same value)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+            return False
+        return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Observation:
     """What a policy may look at; the same type comes from the twin and from the bridge."""
 
@@ -42,8 +65,15 @@ class Observation:
                 h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Observation):
+            return NotImplemented
+        return all(same_value(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self))
 
-@dataclasses.dataclass(frozen=True)
+    __hash__ = None  # mutable contents (arrays, dicts): not hashable
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Decision:
     """A policy's answer: the parsed action and how it came about."""
 
@@ -59,6 +89,13 @@ class Decision:
     """'ok', or why the action is a fallback (the fallback is always a safe default)."""
     decision_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
     """Unique id, the key of this decision in the audit log."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return all(same_value(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self))
+
+    __hash__ = None
 
 
 @runtime_checkable

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -78,7 +79,7 @@ class Choice:
         return np.asarray(self.options, dtype=float)[rng.integers(0, len(self.options), size)]
 
 
-Distribution = Union[Uniform, Normal, Choice]
+Distribution = Uniform | Normal | Choice
 
 
 @dataclasses.dataclass(frozen=True)

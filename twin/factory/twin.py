@@ -18,16 +18,26 @@ from typing import Any
 import numpy as np
 import pybullet as pb
 
+from twin.core.bullet import PHYSICS_HZ
 from twin.core.config import ConfigError, bounded, check_bounds
+from twin.core.randomization import Draws, Randomizer, Term
+from twin.core.sensors import render_camera
 from twin.factory.arm import CUP_GAP, REACH, Arm, PickTask
 from twin.factory.command import FactoryCommand
 from twin.factory.params import FactoryParams, PartParams
 from twin.factory.parts import PartSpec, build_part, draw_part
 from twin.factory.person import Person
-from twin.factory.world import (BELT_HALF_WIDTH, BELT_TOP, BELT_X, BINS, INSPECT_X, PICK_X, SPAWN_X,
-                                FactoryScene, InspectionStation)
-from twin.core.randomization import Draws, Randomizer, Term
-from twin.core.sensors import render_camera
+from twin.factory.world import (
+    BELT_HALF_WIDTH,
+    BELT_TOP,
+    BELT_X,
+    BINS,
+    INSPECT_X,
+    PICK_X,
+    SPAWN_X,
+    FactoryScene,
+    InspectionStation,
+)
 
 DECISIONS = ("accept", "reject", "hold")
 EVENTS = ("jam", "belt_slip", "part_fall", "glare", "person_enter")
@@ -41,8 +51,8 @@ JAM_RETRY_S = 2.0
 class FactoryTwinConfig:
     """How a factory twin is built."""
 
-    control_hz: float = bounded(20.0, 1.0, 240.0)
-    """Rate of commands, person motion and sensing (Hz); physics runs at 240 Hz."""
+    control_hz: float = bounded(20.0, 1.0, PHYSICS_HZ)
+    """Rate of commands, person motion and sensing (Hz); physics runs at PHYSICS_HZ (240 Hz)."""
     params: FactoryParams = FactoryParams()
     """Nominal cell parameters; each episode starts from these."""
     randomization: tuple[Term, ...] = ()
@@ -52,12 +62,12 @@ class FactoryTwinConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
-        if abs(240.0 / self.control_hz - round(240.0 / self.control_hz)) > 1e-9:
-            raise ConfigError(f"FactoryTwinConfig.control_hz {self.control_hz} must divide 240 Hz evenly")
+        if abs(PHYSICS_HZ / self.control_hz - round(PHYSICS_HZ / self.control_hz)) > 1e-9:
+            raise ConfigError(f"FactoryTwinConfig.control_hz {self.control_hz} must divide {PHYSICS_HZ:g} Hz evenly")
 
     @property
     def substeps(self) -> int:
-        return round(240.0 / self.control_hz)
+        return round(PHYSICS_HZ / self.control_hz)
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ import dataclasses
 import pybullet as pb
 import pybullet_data
 
-from twin.core.bullet import direct_client
+from twin.core.bullet import PHYSICS_HZ, direct_client
 
 BELT_TOP = 0.5
 BELT_X = (-1.4, 1.0)
@@ -69,7 +69,7 @@ class FactoryScene:
         c = self.client
         c.setAdditionalSearchPath(pybullet_data.getDataPath())
         c.setGravity(0, 0, -9.81)
-        c.setTimeStep(1.0 / 240.0)
+        c.setTimeStep(1.0 / PHYSICS_HZ)
         self.floor = c.createMultiBody(0, c.createCollisionShape(pb.GEOM_PLANE),
                                        c.createVisualShape(pb.GEOM_BOX, halfExtents=[4, 4, 0.001]))
         length = BELT_X[1] - BELT_X[0]

@@ -13,13 +13,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from twin.car.actuation import Command
 from safety.car.guard import CarGuard
 from safety.car.spec import CarSafetySpec
+from twin.car.actuation import Command
 from twin.car.twin import CarTwin, CarTwinConfig
 from twin.core.config import bounded, check_bounds
 
-STATE_KEYS = ("speed", "yaw_rate", "ax", "ay", "steer", "d", "alpha", "curvature")
+DRIVE_STATE_KEYS = ("speed", "yaw_rate", "ax", "ay", "steer", "d", "alpha", "curvature")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +57,7 @@ class CarDriveEnv(gym.Env):
         self._scan: np.ndarray | None = None
         self.render_mode = render_mode
         spaces: dict[str, gym.Space] = {
-            "state": gym.spaces.Box(-np.inf, np.inf, (len(STATE_KEYS),), np.float32),
+            "state": gym.spaces.Box(-np.inf, np.inf, (len(DRIVE_STATE_KEYS),), np.float32),
         }
         tc = self.config.twin
         if tc.lidar:
@@ -75,9 +75,9 @@ class CarDriveEnv(gym.Env):
         sensed = self.twin.sense()
         odo = sensed["odometry"]
         kappa = float(self.twin.track.curvature_at(st.s))
-        state = np.array(
-            [odo["speed"], odo["yaw_rate"], odo["ax"], odo["ay"], st.steer, st.d, st.alpha, kappa], np.float32
-        )
+        values = {"speed": odo["speed"], "yaw_rate": odo["yaw_rate"], "ax": odo["ax"], "ay": odo["ay"],
+                  "steer": st.steer, "d": st.d, "alpha": st.alpha, "curvature": kappa}
+        state = np.array([values[k] for k in DRIVE_STATE_KEYS], np.float32)
         obs = {"state": state}
         if "lidar" in sensed:
             self._scan = sensed["lidar"]  # the shield reads every beam of the latest scan

@@ -10,41 +10,42 @@ candidate parameter sets on the current episode, which is what GRPO's groups nee
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from agents.control.loop import Trace, drive
-from agents.tasks.car.metrics import drive_metrics, improvement
-from agents.tasks.car.instructions import CATEGORIES, Instruction, parse_instruction, sample_instruction
-from twin.core.contracts import Observation
 from agents.control.mpc import FrenetMPC, MPCConfig
 from agents.control.mpc_params import DEFAULT, PARAM_TABLE, MPCParams, clamp_dict
+from agents.tasks.car.instructions import CATEGORIES, Instruction, parse_instruction, sample_instruction
+from agents.tasks.car.metrics import drive_metrics, improvement
 from safety.car.guard import CarGuard
 from safety.car.spec import CarSafetySpec
 from twin.car.randomization import CAR_RANDOMIZATION
+from twin.car.tracks import TRAIN_TRACKS, load_track
 from twin.car.twin import CarParams, CarTwin, CarTwinConfig
 from twin.core.config import ConfigError, bounded, check_bounds
+from twin.core.contracts import Observation
 from twin.core.randomization import Term
-from twin.car.tracks import TRAIN_TRACKS, load_track
 
 ACTION_LOW = np.array([p.low for p in PARAM_TABLE], np.float32)
 ACTION_HIGH = np.array([p.high for p in PARAM_TABLE], np.float32)
 """Bounds of the action (the 11 MPC parameters in PARAM_TABLE order, raw units)."""
-STATE_KEYS = ("speed", "lateral_offset", "heading_error", "steer", "half_width", "curvature", "track_length")
+INSTRUCTION_STATE_KEYS = ("speed", "lateral_offset", "heading_error", "steer", "half_width", "curvature", "track_length")
 
 
-def task_arrays(obs: Observation, image: bool = False) -> dict[str, np.ndarray]:
+def instruction_arrays(obs: Observation, image: bool = False) -> dict[str, np.ndarray]:
     """The gym observation of an episode start: the car's state, the instruction as a task id
     (category one-hot and target speed: a classical policy cannot read text), the frame."""
-    out = {"state": np.array([obs.state[k] for k in STATE_KEYS], np.float32)}
+    out = {"state": np.array([obs.state[k] for k in INSTRUCTION_STATE_KEYS], np.float32)}
     instr = np.zeros(len(CATEGORIES) + 1, np.float32)
     instr[CATEGORIES.index(obs.privileged["category"])] = 1.0
     instr[-1] = float(obs.privileged["target_speed"] or 0.0)
     out["instruction"] = instr
     if image:
-        out["image"] = np.asarray(obs.image, np.uint8)
+        out["image"] = np.array(obs.image, np.uint8)  # a copy: callers keep what they get
     return out
 
 
@@ -106,7 +107,7 @@ class CarInstructionEnv(gym.Env):
         self._mpcs: dict[str, FrenetMPC] = {}
         self._guards: dict[str, CarGuard] = {}
         self.action_space = gym.spaces.Box(ACTION_LOW, ACTION_HIGH, dtype=np.float32)
-        spaces = {"state": gym.spaces.Box(-np.inf, np.inf, (len(STATE_KEYS),), np.float32),
+        spaces = {"state": gym.spaces.Box(-np.inf, np.inf, (len(INSTRUCTION_STATE_KEYS),), np.float32),
                   "instruction": gym.spaces.Box(-10.0, 10.0, (len(CATEGORIES) + 1,), np.float32)}
         if self.config.image_obs:
             if not self.config.camera:
@@ -151,7 +152,7 @@ class CarInstructionEnv(gym.Env):
                                 v=self.config.start_speed, draws=opts.get("draws"))
         self.frame = twin.camera() if self.config.camera else None
         self._default = None
-        obs = task_arrays(self.observation(), self.config.image_obs)
+        obs = instruction_arrays(self.observation(), self.config.image_obs)
         info = {"instruction": self.instruction.text, "category": self.instruction.category,
                 "target_speed": self.instruction.target_speed, "track": self.track_name,
                 "randomization": dict(self.draws), "observation": self.observation()}
@@ -164,7 +165,7 @@ class CarInstructionEnv(gym.Env):
         values = [st.v, st.d, st.alpha, st.steer, twin.track.half_width,
                   float(twin.track.curvature_at(st.s)), twin.track.length]
         return Observation(
-            timestamp=st.t, state=dict(zip(STATE_KEYS, map(float, values))), image=self.frame,
+            timestamp=st.t, state=dict(zip(INSTRUCTION_STATE_KEYS, map(float, values))), image=self.frame,
             instruction=self.instruction.text,
             privileged={"category": self.instruction.category, "target_speed": self.instruction.target_speed,
                         "track": self.track_name, "car_width": twin.params.vehicle.width},
@@ -215,7 +216,7 @@ class CarInstructionEnv(gym.Env):
         info = {"reward_terms": reward_terms, "cost_terms": cost_terms, "cost": sum(cost_terms.values()),
                 "metrics": attempt.metrics, "default_metrics": self.default_attempt().metrics,
                 "action_fixes": attempt.notes, "params": attempt.params.as_dict()}
-        return (task_arrays(self.observation(), self.config.image_obs), float(sum(reward_terms.values())), True, False,
+        return (instruction_arrays(self.observation(), self.config.image_obs), float(sum(reward_terms.values())), True, False,
                 info)
 
     def close(self) -> None:

@@ -14,15 +14,17 @@ report rewards and costs as dicts of named terms.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from twin.core.contracts import Observation
+from agents.tasks.factory.metrics import line_metrics
 from safety.factory.guard import FactoryGuard
 from safety.factory.spec import FactorySafetySpec
 from twin.core.config import bounded, check_bounds
+from twin.core.contracts import Observation
 from twin.factory.command import FactoryCommand
 from twin.factory.params import FACTORY_RANDOMIZATION
 from twin.factory.parts import KINDS
@@ -100,29 +102,8 @@ class _FactoryEnvBase(gym.Env):
         return dict(draws)
 
     def metrics(self) -> dict[str, float]:
-        """Sorting and safety metrics of the episode so far (ground truth from the twin)."""
-        # The policy is judged on the parts it decided; parts the line held because they reached
-        # the pick station undecided are counted apart ('held_undecided').
-        parts = [p for p in self.twin.parts.values() if p.decision is not None]
-        done = [p for p in parts if p.status in ("binned", "dropped")]
-        good = [p for p in done if not p.spec.defective]
-        bad = [p for p in done if p.spec.defective]
-        correct = sum((p.bin == "accept") != p.spec.defective and p.bin in ("accept", "reject") for p in done)
-        minutes = max(self.twin.t, 1e-9) / 60.0
-        return {
-            "parts_done": float(len(done)),
-            "accuracy": correct / len(done) if done else float("nan"),
-            "false_accept_rate": sum(p.bin == "accept" for p in bad) / len(bad) if bad else 0.0,
-            "false_reject_rate": sum(p.bin == "reject" for p in good) / len(good) if good else 0.0,
-            "hold_rate": sum(p.bin == "hold" for p in done) / len(done) if done else 0.0,
-            "throughput_per_min": len(done) / minutes,
-            "min_separation": self.min_separation,
-            "dropped": float(self.twin.counters["dropped"]),
-            "grasp_failures": float(self.twin.counters["grasp_failures"]),
-            "held_undecided": float(self.twin.counters["held_undecided"]),
-            "shield_interventions": float(self.guard.counter.interventions),
-            "sim_time": self.twin.t,
-        }
+        """Sorting and safety metrics of the episode so far (agents.tasks.factory.metrics)."""
+        return line_metrics(self.twin, self.min_separation, self.guard.counter.interventions)
 
     def render(self) -> np.ndarray:
         return self.twin.inspection_image()
@@ -136,7 +117,7 @@ def inspection_arrays(obs: Observation) -> dict[str, np.ndarray]:
     belt speed and the episode's progress (one function for the env and for policies)."""
     state = np.array([obs.state.get(f"kind_{k}", 0.0) for k in KIND_ORDER]
                      + [obs.state.get("belt_speed", 0.0), obs.state.get("progress", 0.0)], np.float32)
-    return {"image": np.asarray(obs.image, np.uint8), "state": state}
+    return {"image": np.array(obs.image, np.uint8), "state": state}  # a copy: callers keep what they get
 
 
 class FactoryInspectionEnv(_FactoryEnvBase):

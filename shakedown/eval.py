@@ -1,0 +1,113 @@
+"""`shakedown eval`: the evaluation job. agents.evaluation runs the policies and returns rows;
+this module prints the table and builds the report: the table, the adapters' learning curves,
+per-policy bars and example chains of thought."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from agents.evaluation.evaluate import EvalConfig, evaluate, summary_table
+from agents.tasks.car.instructions import CATEGORIES
+from shakedown.progress import RichProgress
+from shakedown.report import HtmlReport, plt
+
+CURVE_KEYS = ("reward", "reward_driving", "accuracy", "loss")
+"""What a learning curve plots: RL runs their reward (PPO also accuracy), SFT its loss."""
+
+
+def _curves_figure(runs: tuple[str, ...]) -> plt.Figure | None:
+    """One panel per run that left a curve.json (adapters, SB3 baselines), smoothed over 10 entries."""
+    curves = []
+    for a in runs:
+        # a run folder keeps curve.json beside adapter/; a shipped adapter or an SB3 run keeps it inside
+        path = next((p for p in (Path(a) / "curve.json", Path(a).parent / "curve.json") if p.exists()), None)
+        curve = json.loads(path.read_text()) if path is not None else []
+        if curve:
+            name = Path(a).parent.name if Path(a).name == "adapter" else Path(a).name
+            curves.append((name, curve))
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.3), squeeze=False)
+    for ax, (name, curve) in zip(axes[0], curves):
+        xkey = next(k for k in ("step", "iteration", "timestep") if k in curve[0])
+        xs = np.array([c[xkey] for c in curve])
+        for key in (k for k in CURVE_KEYS if k in curve[0]):
+            ys = np.array([c[key] for c in curve], dtype=float)
+            width = min(10, len(ys))
+            smooth = np.convolve(ys, np.ones(width) / width, mode="valid")
+            ax.plot(xs, ys, alpha=0.25)
+            ax.plot(xs[width - 1:], smooth, label=key)
+        ax.set(title=name, xlabel=xkey)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _scores_figure(world: str, rows: list[dict[str, Any]]) -> plt.Figure:
+    """Car: improvement per category and policy; factory: accuracy and error rates per policy."""
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    groups = list(CATEGORIES) if world == "car" else ["correct", "false_accept", "false_reject", "parse_failed"]
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    width = 0.8 / len(policies)
+    for i, p in enumerate(policies):
+        mine = [r for r in rows if r["policy"] == p]
+        if world == "car":
+            values = [100 * np.mean([r["improvement"] for r in mine if r["category"] == c]) for c in groups]
+        else:
+            values = [100 * np.mean([float(r[g]) for r in mine]) for g in groups]
+        ax.bar(np.arange(len(groups)) + i * width, values, width, label=p)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
+    ax.set_ylabel("improvement over default (%)" if world == "car" else "% of decisions")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
+    """Evaluate (agents.evaluation), print the table, write report.html and results.json."""
+    console = console or Console(width=None if Console().is_terminal else 160)
+    rows = evaluate(cfg, RichProgress())
+    header, table_rows = summary_table(cfg.world, rows)
+    table = Table(title=f"{cfg.world}: held-out evaluation (failed parses count as failures)")
+    for h in header:
+        table.add_column(h, justify="right")
+    for r in table_rows:
+        table.add_row(*(str(v) for v in r))
+    console.print(table)
+    run_dir = cfg.out_dir / f"eval-{cfg.world}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    rep = HtmlReport(f"Shakedown evaluation: {cfg.world}")
+    rep.table(header, table_rows)
+    fig = _curves_figure(cfg.adapters + cfg.baselines)
+    if fig is not None:
+        rep.heading("Learning curves")
+        rep.figure(fig)
+    rep.heading("Per policy")
+    rep.figure(_scores_figure(cfg.world, rows))
+    rep.heading("Example chains of thought")
+    seen: dict[tuple[str, str], int] = {}
+    examples = []
+    for r in rows:  # two per policy and case kind, so every model and category shows
+        key = (r["policy"], r.get("category", r.get("defect", "")))
+        if r["raw"] and seen.get(key, 0) < 2:
+            seen[key] = seen.get(key, 0) + 1
+            examples.append(r)
+    rep.table(["policy", "case", "chain of thought", "raw answer"],
+              [[r["policy"], r.get("instruction", r.get("defect", "")), r["thought"][:300], r["raw"][:300]]
+               for r in examples] or [["(no language-model policy evaluated)", "", "", ""]])
+    rep.write(run_dir / "report.html")
+    (run_dir / "results.json").write_text(json.dumps({"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
+                                                      "summary": {"header": header, "rows": table_rows},
+                                                      "rows": rows}, indent=1, default=str))
+    console.print(f"report: {run_dir / 'report.html'}")
+    return run_dir
