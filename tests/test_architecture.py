@@ -58,13 +58,14 @@ def test_ruff_passes():
 
 
 def _field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string right after each field), as tyro reads them."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for stmt, nxt in zip(body, body[1:]):
-        if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[ast.unparse(stmt.target)] = str(nxt.value.value)
+    """Attribute docstrings of a dataclass and its bases (the string right after each field), as
+    tyro reads them; a subclass's own docstring wins for a field it redeclares."""
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for stmt, nxt in zip(body, body[1:]):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[ast.unparse(stmt.target)] = str(nxt.value.value)
     return docs
 
 

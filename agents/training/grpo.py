@@ -32,6 +32,7 @@ from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.tasks.car.metrics import FAILURE_IMPROVEMENT
 from agents.training.audit import log_sample, open_training_log
 from agents.training.run import (
+    RLRunArgs,
     finish_run,
     out_of_time,
     sample_answers,
@@ -42,59 +43,29 @@ from agents.training.run import (
 from agents.vlm.loading import agent_from_adapter
 from agents.vlm.logprobs import group_logprobs
 from agents.vlm.model import training_autocast
-from agents.vlm.model_store import DEFAULT_MODEL
 from agents.vlm.parsing import parse_car
 from safety.lagrangian import Lagrange, LagrangeConfig
 from twin.car.tracks import TRAIN_TRACKS
-from twin.core.config import bounded, check_bounds, parse_config
+from twin.core.config import bounded, parse_config
 from twin.core.progress import Progress, progress_stage
 
 
 @dataclasses.dataclass(frozen=True)
-class GRPOArgs:
+class GRPOArgs(RLRunArgs):
     """Closed-loop GRPO on the car: a group of answers per instruction, each driven in the twin."""
 
-    adapter: str = ""
-    """Adapter to start from (an SFT run's adapter/); empty: a fresh LoRA."""
-    base: str = DEFAULT_MODEL
-    """Base language model: the default, or a local Hugging Face directory."""
     steps: int = bounded(50, 1, 1_000_000)
     """GRPO updates to run (a resumed run counts the ones already done)."""
     prompts_per_step: int = bounded(2, 1, 1024)
     """Instruction episodes per update, each with its own group of answers."""
     group: int = bounded(4, 2, 256)
     """Answers sampled per prompt (RobotxR1: 4 for the MPC tuner)."""
-    max_new_tokens: int = bounded(96, 1, 4096)
-    """Longest answer sampled (tokens)."""
-    temperature: float = bounded(1.0, 0.05, 5.0)
-    """Sampling temperature of the group's answers."""
-    lr: float = bounded(1e-5, 1e-8, 1.0)
-    """AdamW learning rate of the LoRA weights."""
     beta: float = bounded(0.04, 0.0, 10.0)
     """Weight of the KL penalty to the reference model."""
     duration_s: float = bounded(6.0, 0.5, 600.0)
     """Simulated seconds each answer drives."""
-    cost_limit: float = bounded(0.0, 0.0, 1e9)
-    """Constraint violations per drive the Lagrangian tolerates."""
-    seed: int = 0
-    """Seeds the model, the episodes drawn and the sampling."""
-    checkpoint_every: int = bounded(1, 1, 1_000_000)
-    """Updates between checkpoints; 1: a run killed with -9 loses at most the update in flight."""
     out: Path = Path("runs/grpo-car")
     """Run folder: checkpoint/, adapter/, curve.json (and audit.log with --audit)."""
-    resume: bool = False
-    """Continue from out/checkpoint if it exists."""
-    audit: bool = False
-    """Write every sampled decision (thought, action, reward terms, costs) to out/audit.log."""
-    train_vision: bool = False
-    """Also update the vision tower and projector (off: they keep their pre-trained and SFT weights)."""
-    max_minutes: float = bounded(0.0, 0.0, 1e6)
-    """Stop (with a checkpoint and the final adapter) after this much wall time; 0: no limit."""
-    bf16: bool = True
-    """bfloat16 autocast in the training passes (weights stay float32)."""
-
-    def __post_init__(self) -> None:
-        check_bounds(self)
 
 
 def reward_terms(raw: str, improvement: float) -> dict[str, float]:

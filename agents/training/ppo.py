@@ -24,6 +24,7 @@ import torch
 from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
 from agents.training.audit import log_sample, open_training_log
 from agents.training.run import (
+    RLRunArgs,
     finish_run,
     out_of_time,
     sample_answers,
@@ -38,10 +39,9 @@ from agents.vlm.logprobs import (
     token_char_spans,
 )
 from agents.vlm.model import training_autocast
-from agents.vlm.model_store import DEFAULT_MODEL
 from agents.vlm.parsing import parse_factory
 from safety.lagrangian import Lagrange, LagrangeConfig
-from twin.core.config import bounded, check_bounds, parse_config
+from twin.core.config import bounded, parse_config
 from twin.core.progress import Progress, progress_stage
 from twin.factory.twin import DECISIONS
 
@@ -50,13 +50,9 @@ PARSE_PENALTY = -0.5
 
 
 @dataclasses.dataclass(frozen=True)
-class PPOArgs:
+class PPOArgs(RLRunArgs):
     """PPO with chain of thought on factory inspection (RL4VLM's method)."""
 
-    adapter: str = ""
-    """Adapter to start from (an SFT run's adapter/); empty: a fresh LoRA."""
-    base: str = DEFAULT_MODEL
-    """Base language model: the default, or a local Hugging Face directory."""
     iterations: int = bounded(20, 1, 1_000_000)
     """Rollout-and-update iterations to run (a resumed run counts the ones already done)."""
     rollout_steps: int = bounded(16, 1, 100_000)
@@ -67,8 +63,6 @@ class PPOArgs:
     """Decisions per gradient step."""
     clip: float = bounded(0.1, 0.01, 1.0)
     """PPO ratio clip (RL4VLM: 0.1)."""
-    lr: float = bounded(1e-5, 1e-8, 1.0)
-    """AdamW learning rate of the LoRA weights and the value head."""
     gamma: float = bounded(0.9, 0.0, 1.0)
     """Discount per decision (RL4VLM: 0.9)."""
     gae_lambda: float = bounded(0.95, 0.0, 1.0)
@@ -79,33 +73,12 @@ class PPOArgs:
     """Weight of the value loss."""
     max_grad_norm: float = bounded(1.0, 1e-4, 100.0)
     """Gradient norm clip."""
-    max_new_tokens: int = bounded(48, 1, 4096)
-    """Longest answer sampled (tokens)."""
-    temperature: float = bounded(1.0, 0.05, 5.0)
-    """Sampling temperature of the rollouts."""
     parts_per_episode: int = bounded(8, 1, 10_000)
     """Parts decided per inspection episode."""
-    cost_limit: float = bounded(0.0, 0.0, 1e9)
-    """Constraint violations per episode the Lagrangian tolerates."""
-    seed: int = 0
-    """Seeds the model, the episodes and the sampling."""
-    checkpoint_every: int = bounded(1, 1, 1_000_000)
-    """Updates between checkpoints; 1: a run killed with -9 loses at most the update in flight."""
+    max_new_tokens: int = bounded(48, 1, 4096)
+    """Longest answer sampled (tokens): a part decision is shorter than the car's parameters."""
     out: Path = Path("runs/ppo-factory")
     """Run folder: checkpoint/, adapter/, curve.json (and audit.log with --audit)."""
-    resume: bool = False
-    """Continue from out/checkpoint if it exists."""
-    audit: bool = False
-    """Write every decision of the rollouts (thought, action, reward, cost) to out/audit.log."""
-    train_vision: bool = False
-    """Also update the vision tower and projector (off: they keep their pre-trained and SFT weights)."""
-    max_minutes: float = bounded(0.0, 0.0, 1e6)
-    """Stop (with a checkpoint and the final adapter) after this much wall time; 0: no limit."""
-    bf16: bool = True
-    """bfloat16 autocast in the update passes (weights stay float32)."""
-
-    def __post_init__(self) -> None:
-        check_bounds(self)
 
 
 class ValueHead(torch.nn.Module):

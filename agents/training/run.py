@@ -27,6 +27,45 @@ from agents.vlm.lora import (
     save_adapter,
 )
 from agents.vlm.model import VisionConfig, VLMAgent, build_vlm
+from agents.vlm.model_store import DEFAULT_MODEL
+from twin.core.config import bounded, check_bounds
+
+
+@dataclasses.dataclass(frozen=True)
+class RLRunArgs:
+    """What every closed-loop RL stage (GRPO, PPO) is told besides its algorithm's own settings."""
+
+    adapter: str = ""
+    """Adapter to start from (an SFT run's adapter/); empty: a fresh LoRA."""
+    base: str = DEFAULT_MODEL
+    """Base language model: the default, or a local Hugging Face directory."""
+    lr: float = bounded(1e-5, 1e-8, 1.0)
+    """AdamW learning rate of the trained weights."""
+    max_new_tokens: int = bounded(96, 1, 4096)
+    """Longest answer sampled (tokens)."""
+    temperature: float = bounded(1.0, 0.05, 5.0)
+    """Sampling temperature of the answers."""
+    cost_limit: float = bounded(0.0, 0.0, 1e9)
+    """Constraint violations per episode the Lagrangian tolerates."""
+    seed: int = 0
+    """Seeds the model, the episodes drawn and the sampling."""
+    checkpoint_every: int = bounded(1, 1, 1_000_000)
+    """Updates between checkpoints; 1: a run killed with -9 loses at most the update in flight."""
+    out: Path = Path("runs/rl")
+    """Run folder: checkpoint/, adapter/, curve.json (and audit.log with --audit)."""
+    resume: bool = False
+    """Continue from out/checkpoint if it exists."""
+    audit: bool = False
+    """Write every sampled decision (thought, action, reward terms, costs) to out/audit.log."""
+    train_vision: bool = False
+    """Also update the vision tower and projector (off: they keep their pre-trained and SFT weights)."""
+    max_minutes: float = bounded(0.0, 0.0, 1e6)
+    """Stop (with a checkpoint and the final adapter) after this much wall time; 0: no limit."""
+    bf16: bool = True
+    """bfloat16 autocast in the training passes (weights stay float32; sampling stays float32)."""
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 def seed_everything(seed: int) -> None:

@@ -12,6 +12,7 @@ from agents.vlm.lora import latest_complete, load_adapter, read_manifest
 from agents.vlm.model import GenerationConfig, VisionConfig, VLMAgent, build_vlm
 from agents.vlm.parsing import parse_car
 from twin.core.config import ConfigError
+from twin.core.progress import LogProgress, Progress
 
 
 def test_expert_examples_parse_back_to_the_expert_action():
@@ -27,12 +28,52 @@ def test_expert_examples_parse_back_to_the_expert_action():
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("sft")
     args = SFTArgs(task="car", examples=6, steps=2, batch_size=1, checkpoint_every=1, out=out, lr=1e-3)
-    adapter = train_sft(args)
-    return args, adapter
+    progress = RecordingProgress()
+    adapter = train_sft(args, progress)
+    return args, adapter, progress
+
+
+class RecordingProgress:
+    """A Progress callback that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def start(self, description: str, total: int, completed: int = 0) -> None:
+        self.events.append(("start", description, total, completed))
+
+    def advance(self, steps: int = 1, note: str = "") -> None:
+        self.events.append(("advance", steps, note))
+
+    def set_completed(self, completed: int, note: str = "") -> None:
+        self.events.append(("set", completed, note))
+
+    def finish(self) -> None:
+        self.events.append(("finish",))
+
+
+def test_the_trainer_reports_progress_to_the_callback_it_is_given(trained):
+    *_, progress = trained
+    assert isinstance(progress, Progress)
+    kinds = [e[0] for e in progress.events]
+    assert progress.events[0] == ("start", "SFT car", 2, 0) and kinds[-1] == "finish"
+    advances = [e for e in progress.events if e[0] == "advance"]
+    assert len(advances) == 2 and all(e[2].startswith("loss ") for e in advances)
+
+
+def test_log_progress_prints_rate_and_eta():
+    import io
+
+    stream = io.StringIO()
+    shown = LogProgress(every_s=0.0, stream=stream)
+    shown.start("GRPO car", total=4, completed=1)
+    shown.advance(note="reward +0.10")
+    line = stream.getvalue().strip()
+    assert line.startswith("GRPO car 2/4 (") and "/s, ETA " in line and line.endswith("reward +0.10")
 
 
 def test_sft_runs_and_saves_a_manifested_adapter(trained):
-    args, adapter = trained
+    args, adapter, _ = trained
     manifest = read_manifest(adapter)
     assert manifest["prompt_version"] == "car-v2" and manifest["recipe"]["stage"] == "sft"
     assert manifest["step"] == 2 and len(manifest["adapter_hash"]) == 16
@@ -41,7 +82,7 @@ def test_sft_runs_and_saves_a_manifested_adapter(trained):
 
 
 def test_resume_continues_from_the_checkpoint(trained):
-    args, _ = trained
+    args, _, _ = trained
     before = json.loads((args.out / "curve.json").read_text())
     train_sft(SFTArgs(**{**args.__dict__, "steps": 3, "resume": True}))
     after = json.loads((args.out / "curve.json").read_text())
@@ -50,7 +91,7 @@ def test_resume_continues_from_the_checkpoint(trained):
 
 
 def test_adapter_reload_reproduces_outputs_exactly_and_refuses_another_base(trained):
-    _, adapter = trained
+    _, adapter, _ = trained
     base, tok, base_hash = build_vlm(seed=0)
     model = load_adapter(base, base_hash, adapter)
     ex = car_examples(1, seed=5)[0]
@@ -135,7 +176,7 @@ def test_cot_and_action_logprob_split_matches_a_direct_computation():
 def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
     from agents.training.grpo import GRPOArgs, reward_terms, train_grpo
 
-    _, sft_adapter = trained
+    _, sft_adapter, _ = trained
     args = GRPOArgs(adapter=str(sft_adapter), steps=1, prompts_per_step=1, group=2, max_new_tokens=8,
                     duration_s=0.5, out=tmp_path, checkpoint_every=1, audit=True)
     adapter = train_grpo(args)
@@ -171,7 +212,7 @@ def test_wall_time_budget_stops_a_run_with_its_adapter_saved(trained, tmp_path):
 def test_loaded_agent_keeps_its_prompt_vision_and_label_and_merging_keeps_outputs(trained):
     from agents.vlm.loading import agent_from_adapter
 
-    _, adapter = trained
+    _, adapter, _ = trained
     ex = car_examples(1, seed=7)[0]
     plain = agent_from_adapter(adapter, "car", GenerationConfig(max_new_tokens=6))
     merged = agent_from_adapter(adapter, "car", GenerationConfig(max_new_tokens=6), merge=True)
