@@ -62,7 +62,8 @@ class RLRunArgs:
     max_minutes: float = bounded(0.0, 0.0, 1e6)
     """Stop (with a checkpoint and the final adapter) after this much wall time; 0: no limit."""
     bf16: bool = True
-    """bfloat16 autocast in the training passes (weights stay float32; sampling stays float32)."""
+    """bfloat16 autocast in the training passes where the device computes it natively (CUDA, AVX512-BF16
+    or AMX CPUs); float32 elsewhere, where emulated bfloat16 is ~30x slower. Weights stay float32."""
 
     def __post_init__(self) -> None:
         check_bounds(self)

@@ -50,7 +50,8 @@ class SFTArgs:
     vision_init: str = ""
     """A vision pre-training run folder (agents.training.vision) whose tower to start from; empty: a fresh tower."""
     bf16: bool = True
-    """bfloat16 autocast in the training passes (weights stay float32)."""
+    """bfloat16 autocast in the training passes where the device computes it natively (CUDA, AVX512-BF16
+    or AMX CPUs); float32 elsewhere, where emulated bfloat16 is ~30x slower. Weights stay float32."""
     seed: int = 0
     """Seeds the model, the examples and the batches."""
     checkpoint_every: int = bounded(1, 1, 1_000_000)

@@ -165,10 +165,23 @@ class VLMAgent:
                         parse_status=status)
 
 
-def training_autocast(model: torch.nn.Module, enabled: bool = True) -> torch.autocast:
-    """bfloat16 autocast for training passes on the model's device (weights stay float32).
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: CUDA with bf16, or a CPU with AVX512-BF16 or AMX.
+    Elsewhere bfloat16 is emulated: a 512x512 matmul took 228 ms against 7.7 ms in float32 on an
+    AVX2-only EPYC, so autocast there would make training ~30x slower, not faster."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
 
-    Measured on the 2-core CPU: a LoRA forward+backward runs 1.5-1.7x faster. Sampling stays
-    float32 there, where autocast's per-step casts made decoding slower.
+
+def training_autocast(model: torch.nn.Module, enabled: bool = True) -> torch.autocast:
+    """bfloat16 autocast for training passes on the model's device (weights stay float32), where
+    the device computes bfloat16 natively (`native_bf16`); float32 elsewhere.
+
+    Measured on a 2-core CPU with AVX512-BF16: a LoRA forward+backward runs 1.5-1.7x faster.
+    Sampling stays float32 there, where autocast's per-step casts made decoding slower.
     """
-    return torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=enabled)
+    use = enabled and native_bf16(model.device)
+    return torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=use)

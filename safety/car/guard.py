@@ -20,16 +20,21 @@ from safety.car.spec import CarSafetySpec
 from safety.verdict import InterventionCounter, StepCosts, Verdict
 from twin.car.actuation import Command
 from twin.car.twin import CarTwin, StepReport
+from twin.car.vehicle import VehicleParams
 
 SPEED_TOLERANCE = 0.05
 """Measured speed may exceed a limit by this much (m/s) before it counts: speed-loop ripple."""
 
 
+def spec_for_vehicle(spec: CarSafetySpec, vehicle: VehicleParams, control_hz: float) -> CarSafetySpec:
+    """The spec with a car's own geometry and control period filled in (a twin's or a robot's)."""
+    return dataclasses.replace(spec, control_period=1.0 / control_hz, wheelbase=vehicle.wheelbase,
+                               car_length=vehicle.length, car_width=vehicle.width, steer_max=vehicle.steer_max)
+
+
 def spec_for_twin(spec: CarSafetySpec, twin: CarTwin) -> CarSafetySpec:
     """The spec with the twin's own geometry and control period filled in."""
-    veh = twin.config.params.vehicle
-    return dataclasses.replace(spec, control_period=1.0 / twin.config.control_hz, wheelbase=veh.wheelbase,
-                               car_length=veh.length, car_width=veh.width, steer_max=veh.steer_max)
+    return spec_for_vehicle(spec, twin.config.params.vehicle, twin.config.control_hz)
 
 
 class CarGuard:

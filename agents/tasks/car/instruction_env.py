@@ -24,8 +24,8 @@ from agents.tasks.car.metrics import drive_metrics, improvement
 from safety.car.guard import CarGuard
 from safety.car.spec import CarSafetySpec
 from twin.car.randomization import CAR_RANDOMIZATION
-from twin.car.tracks import TRAIN_TRACKS, load_track
-from twin.car.twin import CarParams, CarTwin, CarTwinConfig
+from twin.car.tracks import TRAIN_TRACKS, Track, load_track
+from twin.car.twin import CarParams, CarState, CarTwin, CarTwinConfig
 from twin.core.config import ConfigError, bounded, check_bounds
 from twin.core.contracts import Observation
 from twin.core.randomization import Term
@@ -47,6 +47,20 @@ def instruction_arrays(obs: Observation, image: bool = False) -> dict[str, np.nd
     if image:
         out["image"] = np.array(obs.image, np.uint8)  # a copy: callers keep what they get
     return out
+
+
+def instruction_observation(state: CarState, track: Track, frame: np.ndarray | None, instruction: Instruction,
+                            car_width: float) -> Observation:
+    """What a policy sees of a car at `state` given `instruction`: one function for the env, the
+    bridge's robot side and the emulator, so a policy reads the same prompt wherever it runs."""
+    values = [state.v, state.d, state.alpha, state.steer, track.half_width, float(track.curvature_at(state.s)),
+              track.length]
+    return Observation(
+        timestamp=state.t, state=dict(zip(INSTRUCTION_STATE_KEYS, map(float, values))), image=frame,
+        instruction=instruction.text,
+        privileged={"category": instruction.category, "target_speed": instruction.target_speed,
+                    "track": track.name, "car_width": car_width},
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,15 +175,8 @@ class CarInstructionEnv(gym.Env):
     def observation(self) -> Observation:
         """The episode's start as a policy sees it (privileged ground truth kept apart)."""
         twin = self._twin(self.track_name)
-        st = twin.state
-        values = [st.v, st.d, st.alpha, st.steer, twin.track.half_width,
-                  float(twin.track.curvature_at(st.s)), twin.track.length]
-        return Observation(
-            timestamp=st.t, state=dict(zip(INSTRUCTION_STATE_KEYS, map(float, values))), image=self.frame,
-            instruction=self.instruction.text,
-            privileged={"category": self.instruction.category, "target_speed": self.instruction.target_speed,
-                        "track": self.track_name, "car_width": twin.params.vehicle.width},
-        )
+        return instruction_observation(twin.state, twin.track, self.frame, self.instruction,
+                                       twin.params.vehicle.width)
 
     # -- scoring -----------------------------------------------------------------------
     def _drive(self, params: MPCParams) -> Trace:
