@@ -71,7 +71,7 @@ from agents.control.loop import drive  # noqa: E402
 from agents.control.mpc import FrenetMPC, MPCConfig  # noqa: E402
 from agents.control.mpc_params import DEFAULT  # noqa: E402
 from agents.tasks.car.drive_env import CarDriveConfig, CarDriveEnv  # noqa: E402
-from twin import vehicle  # noqa: E402
+from twin.car import vehicle  # noqa: E402
 from twin.car.actuation import Command  # noqa: E402
 from twin.car.twin import CarParams, CarTwin, CarTwinConfig  # noqa: E402
 from twin.car.world import BODY_HEIGHT  # noqa: E402

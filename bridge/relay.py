@@ -161,3 +161,41 @@ class Relay:
         for item in batch:
             due = now + f.delay_s + (rng.uniform(0, f.jitter_s) if f.jitter_s else 0.0)
             heapq.heappush(queue, (due, next(order), direction, item))
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordConfig:
+    """Record a live session: robots connect here, messages go on to the server and into MCAP."""
+
+    upstream: str = "tcp://127.0.0.1:5555"
+    """The policy server."""
+    listen: str = "tcp://127.0.0.1:5556"
+    """Where robots connect instead."""
+    out: str = "runs/bridge-session.mcap"
+    """The MCAP file (open it in Foxglove, or read it with bridge.recording.read_messages)."""
+    seconds: float = 0.0
+    """Stop after this long; 0: until interrupted."""
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    from bridge.recording import Recorder
+    from twin.core.config import parse_config
+
+    cfg = parse_config(RecordConfig, argv, "Record every message between robots and a policy server to MCAP.", prog)
+    recorder = Recorder(cfg.out, side="relay")
+    relay = Relay(cfg.listen, cfg.upstream, recorder=recorder)
+    print(f"recording {relay.start()} -> {cfg.upstream} into {cfg.out}", flush=True)
+    try:
+        deadline = time.monotonic() + cfg.seconds if cfg.seconds else float("inf")
+        while time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        relay.stop()
+        recorder.close()
+        print(f"{recorder.count} messages in {cfg.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -46,6 +46,8 @@ from twin.core.config import bounded, check_bounds
 from twin.core.contracts import Policy
 
 LOG = logging.getLogger("shakedown.bridge.server")
+FAST_WINDOW = 20
+"""Answers looked at to decide whether the policy may run on the I/O thread."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +60,10 @@ class ServerConfig:
     """Heartbeat period to every session."""
     session_timeout_s: float = bounded(3.0, 0.05, 3600.0)
     """A session silent this long is closed (its robot re-handshakes when it comes back)."""
+    inline_budget_s: float = bounded(0.002, 0.0, 1.0)
+    """A policy whose recent answers all took at most this long runs on the I/O thread (no thread
+    hand-off, ~0.2 ms less per round trip); a slower one (a language model) on its own thread, so
+    heartbeats never wait for it. 0: always its own thread."""
     decision_lifetime_s: float = bounded(10.0, 0.01, 3600.0)
     """A decision may be applied until its observation is this old (robot clock); a language model's
     parameters stay valid for seconds, a low-level command would need milliseconds."""
@@ -98,6 +104,7 @@ class PolicyServer:
         self._lock = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._ready = threading.Event()
+        self._decide_times: deque[float] = deque(maxlen=FAST_WINDOW)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> str:
@@ -237,6 +244,10 @@ class PolicyServer:
         session.last_in_seq = message.seq
         if isinstance(message, ObservationMsg):
             self.counts["observations"] += 1
+            if self._fast():  # answer on this thread: no hand-off for a policy that never keeps it long
+                self.counts["inline"] += 1
+                self._send(router, identity, session, self._decide(message, arrays))
+                return
             with self._lock:
                 if identity in self._pending:
                     self.counts["superseded"] += 1
@@ -302,7 +313,16 @@ class PolicyServer:
         finally:
             wake.close(linger=0)
 
+    def _fast(self) -> bool:
+        """The policy answered its last `FAST_WINDOW` observations within `inline_budget_s` each, so
+        running it on the I/O thread delays heartbeats by less than that; the first ones always
+        go to the policy thread, and one slow answer sends the next ones there again."""
+        with self._lock:
+            recent = list(self._decide_times)
+        return len(recent) == FAST_WINDOW and max(recent) <= self.config.inline_budget_s and not self._pending
+
     def _decide(self, message: ObservationMsg, arrays: list) -> DecisionMsg | Refused:
+        started = time.perf_counter()
         try:
             decision = self.policy.decide(observation_from(message, arrays))
         except Exception as exc:  # a policy bug must not take the server down or guess an action
@@ -310,6 +330,8 @@ class PolicyServer:
             LOG.exception("policy failed on observation %d", message.seq)
             return Refused(seq=0, t=self.clock(), reason=f"policy error on observation {message.seq}: {exc!r}")
         self.counts["decisions"] += 1
+        with self._lock:
+            self._decide_times.append(time.perf_counter() - started)
         return decision_message(decision, seq=0, t=self.clock(), answers=message.seq,
                                 deadline=message.t + self.config.decision_lifetime_s)
 

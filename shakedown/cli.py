@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(shakedown eval --help lists its flags)")
     ev.set_defaults(func=_eval)
 
+    br = sub.add_parser("bridge", add_help=False, help="the ZeroMQ bridge to robots: serve, emulate, keys, record "
+                        "(shakedown bridge serve --help lists its flags)")
+    br.add_argument("bridge_command", choices=[*BRIDGE, "keys"], nargs="?",
+                    help="; ".join(f"{k}: {v[1]}" for k, v in BRIDGE.items()) + "; keys: make a CURVE key pair")
+    br.set_defaults(func=_bridge)
+
     audit = sub.add_parser("audit", help="verify, search and report on an audit log").add_subparsers(
         dest="audit_command", required=True)
     shown = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
@@ -189,7 +195,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TAKES_REST = {"demo", "train", "eval"}
+BRIDGE = {
+    # command: (module whose main(argv, prog) runs it, what it does)
+    "serve": ("bridge.serve", "serve a policy to robots over ZeroMQ"),
+    "emulate": ("bridge.robot.emulator", "an emulated car (twin + robot runtime) driving with a policy server"),
+    "record": ("bridge.relay", "record every message between robots and a policy server to MCAP"),
+}
+
+
+def _bridge(args: argparse.Namespace, rest: list[str]) -> int:
+    """`keys` is handled here; serve, emulate and record take their flags from their configs."""
+    import importlib
+
+    if args.bridge_command is None:
+        print("usage: shakedown bridge {serve,emulate,record,keys} [flags]  (each with --help)")
+        for name, (_, what) in BRIDGE.items():
+            print(f"  {name:8} {what}")
+        print("  keys     make a CURVE key pair")
+        return 0
+    if args.bridge_command == "keys":
+        from bridge.keys import make_keys
+
+        parser = argparse.ArgumentParser(prog="shakedown bridge keys", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                         description="Make a CURVE key pair (name.key public, name.key_secret secret). "
+                                         "Put each robot's public .key into the server's --allowed-clients folder.")
+        parser.add_argument("folder", help="where to write the pair")
+        parser.add_argument("--name", default="robot", help="file name of the pair")
+        keys = parser.parse_args(rest)
+        public, secret = make_keys(keys.folder, keys.name)
+        print(f"public: {public}\nsecret: {secret} (keep it on this machine only)")
+        return 0
+    module, _ = BRIDGE[args.bridge_command]
+    importlib.import_module(module).main(rest, prog=f"shakedown bridge {args.bridge_command}")
+    return 0
+
+
+TAKES_REST = {"demo", "train", "eval", "bridge"}
 """Commands whose further flags are parsed by their config (tyro), not by argparse."""
 
 

@@ -79,7 +79,12 @@ def test_every_command_line_config_documents_every_field():
     from shakedown.demo import DemoConfig
     from shakedown.demo_factory import FactoryDemoConfig
 
-    for cls in (DemoConfig, FactoryDemoConfig, EvalConfig, SFTArgs, GRPOArgs, PPOArgs, VisionPretrainArgs, SB3Args):
+    from bridge.relay import RecordConfig
+    from bridge.robot.emulator import EmulatorConfig, RealityGap
+    from bridge.serve import ServeConfig
+
+    for cls in (DemoConfig, FactoryDemoConfig, EvalConfig, SFTArgs, GRPOArgs, PPOArgs, VisionPretrainArgs, SB3Args,
+                ServeConfig, EmulatorConfig, RealityGap, RecordConfig):
         docs = _field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name, "").strip()]
         assert not missing, f"{cls.__name__} fields without a docstring: {missing}"

@@ -163,3 +163,14 @@ def test_malformed_truncated_and_oversized_input_harms_no_one():
         raw.close(0)
         ctx.term()
         server.stop()
+
+
+def test_bridge_commands(tmp_path, capsys):
+    from shakedown.cli import main
+
+    assert main(["bridge", "keys", str(tmp_path), "--name", "robot-7"]) == 0
+    assert (tmp_path / "robot-7.key").exists() and (tmp_path / "robot-7.key_secret").exists()
+    for command, said in (("serve", "Heartbeat period"), ("emulate", "The declared reality gap"),
+                          ("record", "Where robots connect instead")):
+        assert main(["bridge", command, "--help"]) == 0
+        assert said in " ".join(capsys.readouterr().out.replace("│", " ").split())
