@@ -121,6 +121,8 @@ class BridgeClient:
             secure_client(s, self.security)
         s.connect(self.config.endpoint)
         self._socket = s
+        self._poller = zmq.Poller()
+        self._poller.register(s, zmq.POLLIN)
         self._opened_at = self.clock()
 
     def _reopen(self) -> None:
@@ -183,13 +185,16 @@ class BridgeClient:
             self._keep_session()
             remaining = deadline - self.clock()
             wait_ms = max(0.0, min(remaining, self.config.heartbeat_s)) * 1e3
-            if self._socket.poll(wait_ms, zmq.POLLIN):
-                while self._socket.poll(0, zmq.POLLIN):
-                    item = self._receive()
+            if self._poller.poll(wait_ms):
+                while True:  # drain without a poll per message
+                    try:
+                        frames = self._socket.recv_multipart(flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    item = self._receive(frames)
                     if item is not None:
                         out.append(item)
             if out or self.clock() >= deadline:
-                self._keep_session()
                 return out
 
     def _keep_session(self) -> None:
@@ -205,8 +210,7 @@ class BridgeClient:
             self._last_beat = now
             self._send(Heartbeat(seq=0, t=now))
 
-    def _receive(self) -> tuple[Message, list] | None:
-        frames = self._socket.recv_multipart(copy=True)
+    def _receive(self, frames: list[bytes]) -> tuple[Message, list] | None:
         now = self.clock()
         try:
             message, arrays = decode(frames)

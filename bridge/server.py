@@ -179,8 +179,11 @@ class PolicyServer:
                     self._on_monitor(recv_monitor_message(monitor))
                 if wake in events:
                     wake.recv()
-                while router in events and router.poll(0):
-                    identity, *frames = router.recv_multipart(copy=True)
+                while router in events:  # drain without a poll per message
+                    try:
+                        identity, *frames = router.recv_multipart(flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
                     try:
                         self._on_message(router, sessions, identity, frames)
                     except Exception:  # one bad message must never stop the server serving the others

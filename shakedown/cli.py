@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 BRIDGE = {
     # command: (module whose main(argv, prog) runs it, what it does)
     "serve": ("bridge.serve", "serve a policy to robots over ZeroMQ"),
-    "emulate": ("bridge.robot.emulator", "an emulated car (twin + robot runtime) driving with a policy server"),
+    "emulate": ("bridge.robot.car.emulator", "an emulated car (twin + robot runtime) driving with a policy server"),
     "record": ("bridge.relay", "record every message between robots and a policy server to MCAP"),
 }
 

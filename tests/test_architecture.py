@@ -80,7 +80,7 @@ def test_every_command_line_config_documents_every_field():
     from shakedown.demo_factory import FactoryDemoConfig
 
     from bridge.relay import RecordConfig
-    from bridge.robot.emulator import EmulatorConfig, RealityGap
+    from bridge.robot.car.emulator import EmulatorConfig, RealityGap
     from bridge.serve import ServeConfig
 
     for cls in (DemoConfig, FactoryDemoConfig, EvalConfig, SFTArgs, GRPOArgs, PPOArgs, VisionPretrainArgs, SB3Args,

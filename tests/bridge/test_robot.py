@@ -22,8 +22,8 @@ from bridge.client import BridgeClient, ClientConfig
 from bridge.protocol import RobotDescription
 from bridge.recording import read_messages
 from bridge.relay import Faults, Relay
-from bridge.robot.emulator import EmulatorConfig, RealityGap, TwinCar, run_emulator, twin_config
-from bridge.robot.runtime import CarRuntime, RuntimeConfig
+from bridge.robot.car.emulator import EmulatorConfig, RealityGap, TwinCar, run_emulator, twin_config
+from bridge.robot.car.runtime import CarRuntime, RuntimeConfig
 from bridge.server import PolicyServer, ServerConfig
 from safety.audit import keys as audit_keys
 from safety.audit.log import AuditLog, iter_entries
@@ -165,7 +165,7 @@ def test_kill_9_of_the_policy_process_stops_the_car_and_a_restarted_server_is_pi
 def test_kill_9_of_the_robot_loses_nothing_acknowledged_and_the_server_serves_the_next(tmp_path):
     server = _served(FixedParamsPolicy(PARAMS), session_timeout_s=0.5)
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "bridge.robot.emulator", "--endpoint", server.endpoint,
+    proc = subprocess.Popen([sys.executable, "-m", "bridge.robot.car.emulator", "--endpoint", server.endpoint,
                              "--track", "oval", "--duration-s", "30", "--decide-every-s", "0.2", "--out", str(out)],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -21,9 +21,7 @@ safe stop and resume and every link event goes into the robot's own audit log.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
-from typing import Any
 
 from agents.control.mpc import FrenetMPC, MPCConfig, mpc_state
 from agents.control.mpc_params import DEFAULT, MPCParams, clamp_dict
@@ -31,7 +29,8 @@ from agents.tasks.car.instruction_env import instruction_observation
 from agents.tasks.car.instructions import Instruction
 from bridge.client import BridgeClient
 from bridge.protocol import CommandMsg, DecisionMsg, Refused, Stop, decision_from
-from bridge.robot.adapter import CarReading, CarRobot
+from bridge.robot.car.adapter import CarReading, CarRobot
+from bridge.robot.gate import DecisionGate
 from safety.audit.log import AuditLog
 from safety.audit.records import decision_body
 from safety.car.clearance import clearance_map
@@ -98,55 +97,32 @@ class CarRuntime:
         self.mpc = FrenetMPC(self.track, MPCConfig(dt=1.0 / robot.control_hz))
         self.mode = WAITING
         self.params: MPCParams = DEFAULT
-        self._sent: dict[int, Observation] = {}
-        self._last_answered = 0
-        self._events_logged = 0
+        self.applied = 0
+        self.gate: DecisionGate[Observation] = DecisionGate(client, audit, self.clock)
 
     # -- decisions ----------------------------------------------------------------------------
-    def _refuse(self, report: RuntimeReport, message: DecisionMsg | Refused, why: str) -> None:
-        key = why.split(":")[0]
-        report.refused[key] = report.refused.get(key, 0) + 1
-        self._log("refusal", {"reason": why, "message_seq": message.seq,
-                              "answers": getattr(message, "answers", None),
-                              "policy_id": getattr(message, "policy_id", ""), "robot_time": self.clock()})
-
-    def _take(self, report: RuntimeReport, message: DecisionMsg) -> None:
+    def _take(self, message: DecisionMsg) -> None:
         """Apply a decision if it passes the age watchdog and the action schema; else refuse it."""
-        now = self.clock()
-        if message.answers not in self._sent:
-            return self._refuse(report, message, f"unknown observation: answers {message.answers}, never sent")
-        if message.answers <= self._last_answered:
-            return self._refuse(report, message, f"not newer: answers observation {message.answers}, "
-                                                 f"the decision applied last answered {self._last_answered}")
-        if not math.isfinite(message.deadline) or now > message.deadline:
-            return self._refuse(report, message, f"stale: deadline passed {now - message.deadline:.3f} s ago")
+        why = self.gate.check(message)
         params, notes = clamp_dict(message.action)
-        if notes:
-            return self._refuse(report, message, f"invalid action: {notes}")
-        self._last_answered = message.answers
-        observation = self._sent[message.answers]
+        if why is None and notes:
+            why = f"invalid action: {notes}"
+        if why is not None:
+            return self.gate.refuse(message, why)
+        observation = self.gate.accepted(message)
+        now = self.clock()
         first = self.mode == WAITING
         self.params = params
         self.mpc.set_params(params)
         if first:
             self.mpc.reset()
         if self.mode != RUNNING:
-            self._log("resume" if not first else "armed", {"robot_time": now, "answers": message.answers})
+            self.gate.log("armed" if first else "resume", {"robot_time": now, "answers": message.answers})
         self.mode = RUNNING
-        report.applied += 1
-        decision = decision_from(message)
-        self._log("decision", decision_body(observation, decision, executed=params.as_dict(),
-                                            context={"robot": self.client.robot.name, "answers": message.answers,
-                                                     "deadline": message.deadline, "robot_time": now}))
-
-    def _log(self, kind: str, body: dict[str, Any]) -> None:
-        if self.audit is not None:
-            self.audit.append(kind, body)
-
-    def _log_link_events(self) -> None:
-        for event in self.client.events[self._events_logged:]:
-            self._log("link", {"event": event.kind, "detail": event.detail, "robot_time": event.t})
-        self._events_logged = len(self.client.events)
+        self.applied += 1
+        self.gate.log("decision", decision_body(observation, decision_from(message), executed=params.as_dict(),
+                                                context={"robot": self.client.robot.name, "answers": message.answers,
+                                                         "deadline": message.deadline, "robot_time": now}))
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> RuntimeReport:
@@ -163,12 +139,11 @@ class CarRuntime:
             if self.mode == WAITING and now - start > self.config.max_wait_s:
                 report.reason = f"no decision within max_wait_s = {self.config.max_wait_s} s; the car never moved"
                 break
-            # Watchdog: silence.
-            if self.mode == RUNNING and not self.client.alive():
+            if self.mode == RUNNING and self.gate.silent():  # the silence watchdog
                 self.mode = STOPPED
                 stop = {"last_heard": self.client.last_heard, "commanded": now}
-                self._log("safe_stop", {"reason": "silence", "robot_time": now,
-                                        "silent_for_s": now - self.client.last_heard})
+                self.gate.log("safe_stop", {"reason": "silence", "robot_time": now,
+                                            "silent_for_s": now - self.client.last_heard})
             if now >= next_decide and self.client.session is not None:
                 reading = self.robot.read(frame=self.config.send_frames)
                 self._send_observation(reading, report)
@@ -195,15 +170,16 @@ class CarRuntime:
             wait = max(0.0, next_tick - self.clock()) if self.config.realtime else 0.0
             for message, _ in self.client.poll(wait):
                 if isinstance(message, DecisionMsg):
-                    self._take(report, message)
+                    self._take(message)
                 elif isinstance(message, Refused):
-                    self._refuse(report, message, f"policy side refused: {message.reason}")
+                    self.gate.refuse(message, f"policy side refused: {message.reason}")
                 elif isinstance(message, Stop):
-                    self._log("link", {"event": "stop", "detail": message.reason, "robot_time": self.clock()})
-            self._log_link_events()
+                    self.gate.log("link", {"event": "stop", "detail": message.reason, "robot_time": self.clock()})
+            self.gate.log_link_events()
         if stop is not None and stop not in report.safe_stops:
             report.safe_stops.append(stop)
         report.reason = report.reason or "done"
+        report.applied, report.refused = self.applied, dict(self.gate.refused)
         self.robot.write(Command(0.0, reading.state.steer))
         return report
 
@@ -212,9 +188,7 @@ class CarRuntime:
                                       self.robot.vehicle.width)
         seq = self.client.send_observation(obs)
         if seq is not None:
-            self._sent[seq] = obs
-            for old in [k for k in self._sent if k < seq - 16]:  # keep a few for late answers
-                del self._sent[old]
+            self.gate.remember(seq, obs)
             report.observations_sent += 1
 
     def _command(self, reading: CarReading) -> Command:

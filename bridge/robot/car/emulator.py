@@ -1,7 +1,7 @@
 """The hardware emulator: a car twin in its own process, behind the robot-side runtime,
 speaking only the bridge protocol, with a declared reality gap.
 
-    python -m bridge.robot.emulator --endpoint tcp://127.0.0.1:5555 --instruction "Drive at 2 m/s."
+    python -m bridge.robot.car.emulator --endpoint tcp://127.0.0.1:5555 --instruction "Drive at 2 m/s."
     (or: shakedown bridge emulate ...)
 
 The gap is declared, never hidden: physics parameters off by stated factors (tyre friction,
@@ -31,8 +31,8 @@ from bridge.client import BridgeClient, ClientConfig
 from bridge.keys import ClientSecurity, load_keys, load_public
 from bridge.protocol import RobotDescription
 from bridge.recording import Recorder
-from bridge.robot.adapter import CarReading
-from bridge.robot.runtime import CarRuntime, RuntimeConfig, stop_latencies
+from bridge.robot.car.adapter import CarReading
+from bridge.robot.car.runtime import CarRuntime, RuntimeConfig, stop_latencies
 from safety.audit import keys as audit_keys
 from safety.audit.log import AuditLog
 from safety.car.spec import CarSafetySpec

@@ -1,7 +1,7 @@
 """`CarRobot`: what the robot-side runtime needs from a car, real or emulated.
 
 Three verbs, as on any drive-by-wire car: read the sensors (`read`), write the actuators
-(`write`), and cut the drive (`estop`). The emulator (`bridge.robot.emulator.TwinCar`) is the
+(`write`), and cut the drive (`estop`). The emulator (`bridge.robot.car.emulator.TwinCar`) is the
 first implementation. A real F1TENTH plugs in the same way: `read` returns the localisation
 (pose on the map, Frenet s/d from the same track file), the VESC's speed and the servo's
 steering angle, and the latest lidar scan and camera frame; `write` publishes an

@@ -1,0 +1,2 @@
+"""The factory cell's robot side: the runtime (line control, the factory shield, watchdogs)
+and the emulated cell."""

@@ -1,0 +1,76 @@
+"""What every robot-side runtime shares: which decisions may reach the actuators, when the link
+counts as dead, and the robot's own record of both.
+
+`DecisionGate.check` is the age watchdog: a decision is refused when it answers no
+observation this robot sent, answers one no newer than the one behind the decision applied
+last, or arrives after its deadline (robot clock). `DecisionGate.silent` is the silence
+watchdog's test. `refuse`, `log` and `log_link_events` write the robot's audit log: every
+decision applied, every refusal with its reason, every safe stop, resume and link event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from bridge.client import BridgeClient
+from bridge.protocol import DecisionMsg, Refused
+from safety.audit.log import AuditLog
+
+Sent = TypeVar("Sent")
+KEEP_SENT = 16
+"""Observations remembered for answers that come late (older ones are forgotten)."""
+
+
+class DecisionGate(Generic[Sent]):
+    """Freshness of decisions and the robot's audit record, for one session of one robot."""
+
+    def __init__(self, client: BridgeClient, audit: AuditLog | None, clock: Callable[[], float]) -> None:
+        self.client, self.audit, self.clock = client, audit, clock
+        self.sent: dict[int, Sent] = {}
+        """Sequence number -> what was asked (the observation, or the part it showed)."""
+        self.last_answered = 0
+        self.refused: dict[str, int] = {}
+        self._events_logged = 0
+
+    def remember(self, seq: int, what: Sent) -> None:
+        self.sent[seq] = what
+        for old in [k for k in self.sent if k < seq - KEEP_SENT]:
+            del self.sent[old]
+
+    def check(self, message: DecisionMsg) -> str | None:
+        """Why `message` must not be applied, or None when it is fresh."""
+        now = self.clock()
+        if message.answers not in self.sent:
+            return f"unknown observation: answers {message.answers}, never sent (or long forgotten)"
+        if message.answers <= self.last_answered:
+            return (f"not newer: answers observation {message.answers}, the decision applied last "
+                    f"answered {self.last_answered}")
+        if not math.isfinite(message.deadline) or now > message.deadline:
+            return f"stale: deadline passed {now - message.deadline:.3f} s ago"
+        return None
+
+    def accepted(self, message: DecisionMsg) -> Sent:
+        """Mark `message` applied; returns what it answered."""
+        self.last_answered = message.answers
+        return self.sent[message.answers]
+
+    def silent(self) -> bool:
+        """The silence watchdog: no session, or nothing heard within the silence timeout."""
+        return not self.client.alive()
+
+    def refuse(self, message: DecisionMsg | Refused, why: str) -> None:
+        key = why.split(":")[0]
+        self.refused[key] = self.refused.get(key, 0) + 1
+        self.log("refusal", {"reason": why, "message_seq": message.seq, "answers": getattr(message, "answers", None),
+                             "policy_id": getattr(message, "policy_id", ""), "robot_time": self.clock()})
+
+    def log(self, kind: str, body: dict[str, Any]) -> None:
+        if self.audit is not None:
+            self.audit.append(kind, body)
+
+    def log_link_events(self) -> None:
+        for event in self.client.events[self._events_logged:]:
+            self.log("link", {"event": event.kind, "detail": event.detail, "robot_time": event.t})
+        self._events_logged = len(self.client.events)
