@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 BRIDGE = {
     # command: (module whose main(argv, prog) runs it, what it does)
     "serve": ("bridge.serve", "serve a policy to robots over ZeroMQ"),
-    "emulate": ("bridge.robot.car.emulator", "an emulated car (twin + robot runtime) driving with a policy server"),
+    "emulate": ("bridge.robot.car.emulator", "an emulated car (or --world factory: cell) driven by a policy server"),
     "record": ("bridge.relay", "record every message between robots and a policy server to MCAP"),
 }
 
@@ -226,7 +226,14 @@ def _bridge(args: argparse.Namespace, rest: list[str]) -> int:
         print(f"public: {public}\nsecret: {secret} (keep it on this machine only)")
         return 0
     module, _ = BRIDGE[args.bridge_command]
-    importlib.import_module(module).main(rest, prog=f"shakedown bridge {args.bridge_command}")
+    prog = f"shakedown bridge {args.bridge_command}"
+    if args.bridge_command == "emulate":  # one emulator per world; --world picks it
+        world = argparse.ArgumentParser(add_help=False)
+        world.add_argument("--world", choices=["car", "factory"], default="car")
+        picked, rest = world.parse_known_args(rest)
+        if picked.world == "factory":
+            module, prog = "bridge.robot.factory.emulator", f"{prog} --world factory"
+    importlib.import_module(module).main(rest, prog=prog)
     return 0
 
 

@@ -76,15 +76,15 @@ def test_every_command_line_config_documents_every_field():
     from agents.training.sb3 import SB3Args
     from agents.training.sft import SFTArgs
     from agents.training.vision import VisionPretrainArgs
+    from bridge.relay import RecordConfig
+    from bridge.robot.car.emulator import EmulatorConfig, RealityGap
+    from bridge.robot.factory.emulator import CellEmulatorConfig, CellGap
+    from bridge.serve import ServeConfig
     from shakedown.demo import DemoConfig
     from shakedown.demo_factory import FactoryDemoConfig
 
-    from bridge.relay import RecordConfig
-    from bridge.robot.car.emulator import EmulatorConfig, RealityGap
-    from bridge.serve import ServeConfig
-
     for cls in (DemoConfig, FactoryDemoConfig, EvalConfig, SFTArgs, GRPOArgs, PPOArgs, VisionPretrainArgs, SB3Args,
-                ServeConfig, EmulatorConfig, RealityGap, RecordConfig):
+                ServeConfig, EmulatorConfig, RealityGap, RecordConfig, CellEmulatorConfig, CellGap):
         docs = _field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name, "").strip()]
         assert not missing, f"{cls.__name__} fields without a docstring: {missing}"

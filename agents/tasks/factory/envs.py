@@ -112,6 +112,18 @@ class _FactoryEnvBase(gym.Env):
         self.twin.close()
 
 
+def inspection_observation(twin: FactoryTwin, part: Part | None, frame: np.ndarray, progress: float) -> Observation:
+    """A part at the inspection line as a policy sees it: one function for the env, the bridge's
+    cell side and the emulator, so a policy reads the same prompt wherever it runs."""
+    return Observation(
+        timestamp=twin.t, image=frame, instruction=INSTRUCTION,
+        state={"belt_speed": float(twin.params.belt.speed),
+               **{f"kind_{k}": float(part is not None and part.spec.kind == k) for k in KIND_ORDER},
+               "progress": progress},
+        privileged={"defect": part.spec.defect if part else None, "defective": bool(part and part.spec.defective),
+                    "kind": part.spec.kind if part else None, "part_id": part.id if part else None})
+
+
 def inspection_arrays(obs: Observation) -> dict[str, np.ndarray]:
     """The gym observation of an inspection step: the frame, and the part's kind one-hot, the
     belt speed and the episode's progress (one function for the env and for policies)."""
@@ -151,14 +163,7 @@ class FactoryInspectionEnv(_FactoryEnvBase):
 
     def observation(self) -> Observation:
         """The current part as a policy sees it (ground truth under `privileged`)."""
-        p = self.part
-        return Observation(
-            timestamp=self.twin.t, image=self.frame, instruction=INSTRUCTION,
-            state={"belt_speed": float(self.twin.params.belt.speed),
-                   **{f"kind_{k}": float(p is not None and p.spec.kind == k) for k in KIND_ORDER},
-                   "progress": self.decided / self.config.parts_per_episode},
-            privileged={"defect": p.spec.defect if p else None, "defective": bool(p and p.spec.defective),
-                        "kind": p.spec.kind if p else None, "part_id": p.id if p else None})
+        return inspection_observation(self.twin, self.part, self.frame, self.decided / self.config.parts_per_episode)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         """Options: 'draws' (replay randomization), 'events' [(time_s, name)] injected during the episode."""
