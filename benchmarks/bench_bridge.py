@@ -12,6 +12,10 @@ Both run in this one invocation on loopback TCP, the server in its own process:
 Each with and without a 64x64x3 camera frame (the image the VLM reads), and each also after
 idle gaps (a round trip following 200 ms of silence, where caches and the scheduler are
 cold). Medians, p99 and the ratios bridge/bare are printed and written as JSON.
+
+Then the silence watchdog: the emulated car drives through a relay whose link is cut
+mid-drive; the robot side's time from the last message heard to the stop command (bound:
+silence timeout + one control period) and to standstill.
 """
 
 from __future__ import annotations
@@ -162,6 +166,41 @@ def run(n: int, idle_n: int) -> dict[str, Any]:
     return results
 
 
+def watchdog(trials: int, silence_s: float, out_dir: Path) -> dict[str, Any]:
+    """Cut the link mid-drive (relay.cut) and measure, on the robot side, the time from the last
+    message heard to the stop command, and to standstill; target: <= silence timeout + one period."""
+    import threading
+
+    from bridge.relay import Relay
+    from bridge.robot.car.emulator import EmulatorConfig, run_emulator
+
+    latencies, standstill = [], []
+    for trial in range(trials):
+        server = PolicyServer(ConstantPolicy(), ServerConfig(endpoint="tcp://127.0.0.1:0", heartbeat_s=0.05))
+        server.start()
+        relay = Relay(_free_endpoint(), server.endpoint)
+        relay.start()
+        timer = threading.Timer(1.5 + 0.37 * trial % 1.0, relay.cut)
+        timer.start()
+        try:
+            result = run_emulator(EmulatorConfig(endpoint=relay.endpoint, track="oval", duration_s=3.0,
+                                                 decide_every_s=0.3, silence_timeout_s=silence_s, heartbeat_s=0.05,
+                                                 out=out_dir / f"watchdog-{trial}"))
+        finally:
+            timer.cancel()
+            relay.stop()
+            server.stop()
+        for stop in result["safe_stops"]:
+            latencies.append(stop["commanded"] - stop["last_heard"])
+            if "standstill" in stop:
+                standstill.append(stop["standstill"] - stop["last_heard"])
+    bound = silence_s + 1 / 20.0
+    return {"trials": trials, "silence_timeout_s": silence_s, "control_period_s": 1 / 20.0, "bound_s": bound,
+            "stop_commanded_after_s": latencies, "standstill_after_s": standstill,
+            "max_stop_commanded_after_s": max(latencies, default=float("nan")),
+            "within_bound": bool(latencies) and max(latencies) <= bound}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few round trips: a smoke test, not a measurement")
@@ -185,9 +224,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           f"{s['max_ms']:.2f}", f"{s['per_s']:.0f}", f"{idle['p50_ms']:.3f}", f"{idle['p99_ms']:.3f}",
                           ratio, p99)
     console.print(table)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trials = 3 if args.quick else 10
+        console.log(f"watchdog: {trials} drives with the link cut mid-drive (silence timeout 0.3 s, 20 Hz)")
+        dog = watchdog(trials, 0.3, Path(tmp))
+    console.print(f"safe stop commanded {1e3 * min(dog['stop_commanded_after_s']):.0f}-"
+                  f"{1e3 * dog['max_stop_commanded_after_s']:.0f} ms after the last message heard "
+                  f"(bound {1e3 * dog['bound_s']:.0f} ms: {'PASS' if dog['within_bound'] else 'MISS'}); "
+                  f"standstill after {np.median(dog['standstill_after_s']):.2f} s (median)")
     out = {"timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "machine": machine_info(),
            "settings": {"round_trips": n, "after_idle": idle_n, "idle_gap_s": 0.2, "quick": args.quick},
-           "targets": {"ratio_p50": TARGET_RATIO, "p99_ms": TARGET_P99_MS}, "results": results}
+           "targets": {"ratio_p50": TARGET_RATIO, "p99_ms": TARGET_P99_MS}, "results": results, "watchdog": dog}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
     console.log(f"wrote {args.out}")
