@@ -1,5 +1,5 @@
 """What every robot-side runtime shares: which decisions may reach the actuators, when the link
-counts as dead, and the robot's own record of both.
+counts as dead, the robot's own record of both, and how a session is opened (`open_robot_side`).
 
 `DecisionGate.check` is the age watchdog: a decision is refused when it answers no
 observation this robot sent, answers one no newer than the one behind the decision applied
@@ -10,12 +10,20 @@ decision applied, every refusal with its reason, every safe stop, resume and lin
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from bridge.client import BridgeClient
-from bridge.protocol import DecisionMsg, Refused
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bridge.client import BridgeClient, ClientConfig
+from bridge.keys import ClientSecurity, load_keys, load_public
+from bridge.protocol import DecisionMsg, Refused, RobotDescription
+from bridge.recording import Recorder
+from safety.audit import keys as audit_keys
 from safety.audit.log import AuditLog
 
 Sent = TypeVar("Sent")
@@ -74,3 +82,36 @@ class DecisionGate(Generic[Sent]):
         for event in self.client.events[self._events_logged:]:
             self.log("link", {"event": event.kind, "detail": event.detail, "robot_time": event.t})
         self._events_logged = len(self.client.events)
+
+
+@dataclasses.dataclass
+class RobotSide:
+    """What an emulated robot opens for a session: its link, its recording and its audit key."""
+
+    client: BridgeClient
+    recorder: Recorder
+    signing_key: Ed25519PrivateKey
+    audit_path: Path
+
+    def close(self) -> None:
+        self.client.close()
+        self.recorder.close()
+
+
+def open_robot_side(out: Path, robot: RobotDescription, endpoint: str, heartbeat_s: float, silence_timeout_s: float,
+                    clock_offset_s: float = 0.0, client_key: str = "", server_key: str = "") -> RobotSide:
+    """The link (CURVE when keys are given), an MCAP recording and a fresh audit key in `out`,
+    with the robot's clock `clock_offset_s` away from the policy side's."""
+    out.mkdir(parents=True, exist_ok=True)
+    security = ClientSecurity(load_keys(client_key), load_public(server_key)) if client_key else None
+    recorder = Recorder(out / "session.mcap", side=robot.name)
+    signing = audit_keys.generate(out / "audit-key.pem", out / "audit-key.pub")
+
+    def clock() -> float:
+        return time.monotonic() + clock_offset_s
+
+    client = BridgeClient(robot, ClientConfig(endpoint=endpoint, heartbeat_s=heartbeat_s,
+                                              silence_timeout_s=silence_timeout_s,
+                                              reconnect_after_s=max(2 * silence_timeout_s, 0.2)),
+                          security, recorder, clock=clock)
+    return RobotSide(client, recorder, signing, out / "audit.log")

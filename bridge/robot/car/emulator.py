@@ -20,20 +20,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agents.tasks.car.instructions import parse_instruction
-from bridge.client import BridgeClient, ClientConfig
-from bridge.keys import ClientSecurity, load_keys, load_public
 from bridge.protocol import RobotDescription
-from bridge.recording import Recorder
 from bridge.robot.car.adapter import CarReading
 from bridge.robot.car.runtime import CarRuntime, RuntimeConfig, stop_latencies
-from safety.audit import keys as audit_keys
+from bridge.robot.gate import open_robot_side
 from safety.audit.log import AuditLog
 from safety.car.spec import CarSafetySpec
 from twin.car.actuation import Command
@@ -140,30 +136,18 @@ def twin_config(cfg: EmulatorConfig) -> CarTwinConfig:
 
 def run_emulator(cfg: EmulatorConfig) -> dict[str, Any]:
     """Drive one session; returns (and writes to out/trace.json) the report."""
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    security = (ClientSecurity(load_keys(cfg.client_key), load_public(cfg.server_key))
-                if cfg.client_key else None)
-    recorder = Recorder(cfg.out / "session.mcap", side="robot")
-    signing = audit_keys.generate(cfg.out / "audit-key.pem", cfg.out / "audit-key.pub")
+    side = open_robot_side(cfg.out, RobotDescription("car", cfg.name, cfg.control_hz, cfg.track), cfg.endpoint,
+                           cfg.heartbeat_s, cfg.silence_timeout_s, cfg.gap.clock_offset_s, cfg.client_key, cfg.server_key)
+    client, recorder = side.client, side.recorder
     robot = TwinCar(twin_config(cfg), cfg.seed, cfg.start_s)
-
-    def clock() -> float:
-        return time.monotonic() + cfg.gap.clock_offset_s
-
-    client = BridgeClient(RobotDescription("car", cfg.name, cfg.control_hz, cfg.track),
-                          ClientConfig(endpoint=cfg.endpoint, heartbeat_s=cfg.heartbeat_s,
-                                       silence_timeout_s=cfg.silence_timeout_s,
-                                       reconnect_after_s=max(2 * cfg.silence_timeout_s, 0.2)),
-                          security, recorder, clock=clock)
     try:
-        with AuditLog(cfg.out / "audit.log", signing) as audit:
+        with AuditLog(side.audit_path, side.signing_key) as audit:
             runtime = CarRuntime(robot, client, parse_instruction(cfg.instruction),
                                  RuntimeConfig(duration_s=cfg.duration_s, decide_every_s=cfg.decide_every_s),
                                  CarSafetySpec(), audit)
             report = runtime.run()
     finally:
-        client.close()
-        recorder.close()
+        side.close()
         robot.close()
     result = {"reason": report.reason, "applied": report.applied, "refused": report.refused,
               "safe_stops": report.safe_stops, "stop_latencies_s": stop_latencies(report),

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bridge.client import BridgeClient, ClientConfig
-from bridge.keys import ClientSecurity, load_keys, load_public
 from bridge.protocol import RobotDescription
-from bridge.recording import Recorder
 from bridge.robot.factory.runtime import CellConfig, CellRuntime
-from safety.audit import keys as audit_keys
+from bridge.robot.gate import open_robot_side
 from safety.audit.log import AuditLog
 from twin.core.config import bounded, check_bounds, parse_config
 from twin.factory.params import FACTORY_RANDOMIZATION, FactoryParams
@@ -88,29 +84,18 @@ class CellEmulatorConfig:
 
 
 def run_cell_emulator(cfg: CellEmulatorConfig) -> dict[str, Any]:
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    security = (ClientSecurity(load_keys(cfg.client_key), load_public(cfg.server_key)) if cfg.client_key else None)
-    recorder = Recorder(cfg.out / "session.mcap", side="cell")
-    signing = audit_keys.generate(cfg.out / "audit-key.pem", cfg.out / "audit-key.pub")
     twin = FactoryTwin(FactoryTwinConfig(params=cfg.gap.apply(FactoryParams()),
                                          randomization=FACTORY_RANDOMIZATION if cfg.randomize else ()))
     twin.reset(np.random.default_rng(cfg.seed))
-
-    def clock() -> float:
-        return time.monotonic() + cfg.gap.clock_offset_s
-
-    client = BridgeClient(RobotDescription("factory", cfg.name, twin.config.control_hz),
-                          ClientConfig(endpoint=cfg.endpoint, heartbeat_s=cfg.heartbeat_s,
-                                       silence_timeout_s=cfg.silence_timeout_s,
-                                       reconnect_after_s=max(2 * cfg.silence_timeout_s, 0.2)),
-                          security, recorder, clock=clock)
+    side = open_robot_side(cfg.out, RobotDescription("factory", cfg.name, twin.config.control_hz), cfg.endpoint,
+                           cfg.heartbeat_s, cfg.silence_timeout_s, cfg.gap.clock_offset_s, cfg.client_key, cfg.server_key)
+    client, recorder = side.client, side.recorder
     try:
-        with AuditLog(cfg.out / "audit.log", signing) as audit:
+        with AuditLog(side.audit_path, side.signing_key) as audit:
             report = CellRuntime(twin, client, CellConfig(parts=cfg.parts, ask_again_s=cfg.ask_again_s, realtime=cfg.realtime),
                                  audit=audit).run()
     finally:
-        client.close()
-        recorder.close()
+        side.close()
         twin.close()
     result = {"reason": report.reason, "decisions": [{k: v for k, v in d.items() if k != "observation"}
                                                       for d in report.decisions],
