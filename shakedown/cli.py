@@ -41,16 +41,31 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from safety.audit.verify import prove, verify, verify_proof
 
     public = _public_key(args)
-    report = verify(args.log, public)
+    report = verify(args.log, public, allow_unsigned_tail=args.allow_unsigned_tail,
+                    allow_missing_head=args.allow_missing_head, witness=args.witness)
     print(report.summary())
-    if args.prove is not None:
+    if args.prove is not None and report.exit_code != 2:
         proof = prove(args.log, args.prove)
         ok = verify_proof(proof, public)
         print(json.dumps({k: v for k, v in proof.items() if k != "entry"}, indent=1))
         print(f"inclusion of entry {args.prove} in the signed tree of {proof['tree_size']} entries: "
               f"{'VERIFIED' if ok else 'FAILED'}")
-        return 0 if report.ok and ok else 1
-    return 0 if report.ok else 1
+        return report.exit_code or (0 if ok else 1)
+    return report.exit_code
+
+
+def _audit_witness(args: argparse.Namespace) -> int:
+    from safety.audit.witness import Witness, WitnessError
+
+    witness = Witness(args.store)
+    try:
+        head = witness.cosign(args.log, _public_key(args))
+    except WitnessError as exc:
+        print(f"REFUSED: {exc}")
+        return 1
+    print(f"co-signed the head of {head['tree_size']} entries (root {head['root'][:16]}...) with witness key "
+          f"{head['witness_key_id']}; stored in {args.store}")
+    return 0
 
 
 def _audit_search(args: argparse.Namespace) -> int:
@@ -167,11 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="verify, search and report on an audit log").add_subparsers(
         dest="audit_command", required=True)
     shown = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
-    v = audit.add_parser("verify", **shown, help="check the hash chain, checkpoints and signatures; prove an entry")
+    v = audit.add_parser("verify", **shown, help="check the hash chain, checkpoints and signatures; prove an entry",
+                         description="Exit codes: 0 the log verifies; 1 tampering (its history does not hold); "
+                         "2 usage or input (no log, an empty log, a bad option).")
     v.add_argument("log", help="the audit log (JSON lines)")
     v.add_argument("--key", help="trusted Ed25519 public key (PEM); default: audit-key.pub beside the log")
     v.add_argument("--prove", type=int, metavar="SEQ", help="also prove that entry SEQ is in the signed tree")
+    v.add_argument("--allow-unsigned-tail", action="store_true",
+                   help="accept entries after the last checkpoint (a log still being written)")
+    v.add_argument("--allow-missing-head", action="store_true", help="accept a log without its signed head file")
+    v.add_argument("--witness", metavar="DIR", help="a witness store: fail if the log is shorter than, or "
+                   "inconsistent with, any head it co-signed")
     v.set_defaults(func=_audit_verify)
+    w = audit.add_parser("witness", **shown, help="co-sign a log's signed head after checking it extends every "
+                         "head this witness saw")
+    w.add_argument("log", help="the audit log (JSON lines)")
+    w.add_argument("--store", required=True, help="the witness's folder (its key and co-signed heads)")
+    w.add_argument("--key", help="the log's trusted public key (PEM); default: audit-key.pub beside the log")
+    w.set_defaults(func=_audit_witness)
     s = audit.add_parser("search", **shown, help="find decisions by intervention, cost, thought, policy, time")
     s.add_argument("log", help="the audit log (JSON lines)")
     s.add_argument("--kind", default="decision", help="entry kind, or 'any'")

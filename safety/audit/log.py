@@ -85,6 +85,18 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def _escape_surrogates(obj: Any) -> Any:
+    """Strings with lone surrogates (not encodable as UTF-8) with each one written as a visible
+    escape (the two-character backslash-u form), so the evidence stays in the record."""
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, dict):
+        return {_escape_surrogates(k): _escape_surrogates(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_escape_surrogates(v) for v in obj]
+    return obj
+
+
 def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
@@ -106,6 +118,15 @@ class LogContents:
     """Complete lines, without the newline."""
     torn_tail: tuple[int, bytes] | None
     """(byte offset, bytes) of a partial last line, if any."""
+
+
+def _signed_head_size(head_path: Path) -> int:
+    """Entries the head file beside a log says were signed (0 without a readable head)."""
+    try:
+        size = json.loads(head_path.read_text()).get("tree_size", 0)
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return size if isinstance(size, int) and not isinstance(size, bool) else 0
 
 
 def read_lines(path: Path) -> LogContents:
@@ -143,6 +164,14 @@ class AuditLog:
             self._frontier.add(leaf_hash(line))
             self._prev = entry["hash"]
             self._since_checkpoint = 0 if entry["kind"] == "checkpoint" else self._since_checkpoint + 1
+        signed_size = _signed_head_size(self.head_path)
+        if signed_size and signed_size + 1 > len(contents.lines):  # the head's checkpoint is entry `signed_size`
+            # Fewer complete entries than the signed head covers: entries were removed, not torn by a
+            # crash (a crash tears at most the entry after the head). Appending (or repairing) would
+            # sign the shorter history and launder the removal.
+            raise AuditError(f"{self.path}: {len(contents.lines)} complete entries but the signed head covers "
+                             f"{signed_size} and its checkpoint: entries were cut off; this is tampering, not a torn write, and "
+                             "history is never moved backward; keep the file as evidence and start a new log")
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if contents.torn_tail is not None:
             offset, torn = contents.torn_tail
@@ -175,7 +204,11 @@ class AuditLog:
     def _write(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
         entry = {"seq": self._frontier.size, "kind": kind, "time": time.time(), "body": jsonable(body),
                  "prev": self._prev}
-        entry["hash"] = entry_hash(entry)
+        try:
+            entry["hash"] = entry_hash(entry)
+        except UnicodeEncodeError:  # a lone surrogate cannot be UTF-8: keep it visible as an escape
+            entry["body"] = _escape_surrogates(entry["body"])
+            entry["hash"] = entry_hash(entry)
         line = canonical(entry)
         os.write(self._fd, line + b"\n")  # one write of one whole line
         if self.config.fsync:

@@ -74,7 +74,10 @@ def root_from_path(index: int, size: int, leaf: bytes, path: Sequence[bytes]) ->
 
 
 def verify_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes], root: bytes) -> bool:
-    """True when `leaf` (a leaf hash) is leaf `index` of the tree of `size` leaves with `root`."""
+    """True when `leaf` (a leaf hash) is leaf `index` of the tree of `size` leaves with `root`;
+    any hash that is not 32 bytes long makes it False (a shortened hash proves nothing)."""
+    if not _well_formed(leaf, root, *path):
+        return False
     return root_from_path(index, size, leaf, path) == root
 
 
@@ -99,3 +102,66 @@ class MerkleFrontier:
         for _, h in reversed(self._stack[:-1]):
             r = node_hash(h, r)
         return r
+
+
+HASH_BYTES = 32
+"""Every node and leaf hash is a SHA-256 digest; a proof with another length is refused."""
+
+
+def _well_formed(*hashes: bytes) -> bool:
+    return all(isinstance(h, (bytes, bytearray)) and len(h) == HASH_BYTES for h in hashes)
+
+
+def consistency_proof(size1: int, hashes: Sequence[bytes]) -> list[bytes]:
+    """The proof that the tree of the first `size1` leaves is a prefix of the tree of all
+    `hashes` (RFC 6962 2.1.2, SUBPROOF)."""
+    n = len(hashes)
+    if not 0 <= size1 <= n:
+        raise IndexError(f"cannot prove size {size1} consistent with a tree of {n} leaves")
+    if size1 in (0, n):
+        return []
+
+    def sub(m: int, leaves: Sequence[bytes], complete: bool) -> list[bytes]:
+        if m == len(leaves):
+            return [] if complete else [root_from_leaf_hashes(leaves)]
+        k = _split(len(leaves))
+        if m <= k:
+            return sub(m, leaves[:k], complete) + [root_from_leaf_hashes(leaves[k:])]
+        return sub(m - k, leaves[k:], False) + [root_from_leaf_hashes(leaves[:k])]
+
+    return sub(size1, hashes, True)
+
+
+def verify_consistency(size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]) -> bool:
+    """True when `proof` shows the tree (size1, root1) is a prefix of the tree (size2, root2)
+    (RFC 9162 2.1.4.2). Wrong sizes, hash lengths or shapes are refused, never guessed."""
+    if not (0 <= size1 <= size2) or not _well_formed(root1, root2, *proof):
+        return False
+    if size1 == size2:
+        return not proof and root1 == root2
+    if size1 == 0:
+        return not proof  # every tree extends the empty one
+    if not proof:
+        return False
+    path = list(proof)
+    if size1 & (size1 - 1) == 0:  # a power of two: the first tree is a complete subtree
+        path.insert(0, root1)
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == root1 and sr == root2
