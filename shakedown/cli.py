@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -78,7 +79,13 @@ def _audit_search(args: argparse.Namespace) -> int:
 
     q = Query(kind=None if args.kind == "any" else args.kind, interventions=args.interventions,
               min_cost=args.min_cost, thought=args.thought, policy=args.policy, since=args.since, until=args.until)
-    hits = list(search(args.log, q))
+    if args.log.endswith(".db"):  # an index of many verified logs (shakedown audit index)
+        from safety.audit.index import query
+
+        hits = [{"seq": r["seq"], "kind": r["kind"], "body": r["body"], "log": r["log"]}
+                for r in query(args.log, **{k: v for k, v in dataclasses.asdict(q).items()})]
+    else:
+        hits = list(search(args.log, q))
     if args.json:
         for e in hits:
             print(json.dumps(e))
@@ -92,6 +99,44 @@ def _audit_search(args: argparse.Namespace) -> int:
                       str(b.get("thought", ""))[:60], str((b.get("shield") or {}).get("interventions", "")),
                       f"{total_cost(b):.2f}")
     Console().print(table)
+    return 0
+
+
+def _contradiction_flagger():
+    """The car's contradiction rules against its default parameters (the reference the report uses)."""
+    from agents.control.mpc_params import DEFAULT
+    from safety.audit.contradictions import contradictions
+
+    reference = DEFAULT.as_dict()
+    return lambda thought, action: contradictions(thought, action, reference)
+
+
+def _audit_index(args: argparse.Namespace) -> int:
+    from safety.audit.index import index_logs
+    from safety.audit.keys import load_public
+
+    key = load_public(Path(args.key)) if args.key else None
+    results = index_logs(args.db, args.logs, key, _contradiction_flagger())
+    for r in results:
+        print(f"{'indexed' if r['ok'] else 'NOT INDEXED'}: {r['path']}: {r['summary']}")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+def _audit_rates(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from safety.audit.index import rates
+
+    rows = rates(args.db, args.by)
+    table = Table(title=f"decisions by {args.by} across every verified log in {args.db}")
+    for col in (args.by, "decisions", "interventions", "contradictions", "parse failures", "mean cost"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r[args.by]), str(r["decisions"]), f"{100 * r['intervention_rate']:.1f} %",
+                      f"{100 * r['contradiction_rate']:.1f} %", f"{100 * r['parse_failure_rate']:.1f} %",
+                      f"{r['mean_cost']:.3f}")
+    Console(width=None if Console().is_terminal else 160).print(table)  # piped: do not wrap at 80
     return 0
 
 
@@ -201,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--key", help="the log's trusted public key (PEM); default: audit-key.pub beside the log")
     w.set_defaults(func=_audit_witness)
     s = audit.add_parser("search", **shown, help="find decisions by intervention, cost, thought, policy, time")
-    s.add_argument("log", help="the audit log (JSON lines)")
+    s.add_argument("log", help="the audit log (JSON lines), or a database made by `shakedown audit index` (.db)")
     s.add_argument("--kind", default="decision", help="entry kind, or 'any'")
     s.add_argument("--interventions", action="store_true", help="only where the shield intervened")
     s.add_argument("--min-cost", type=float, help="only decisions whose summed constraint cost is at least this")
@@ -211,6 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--until", type=float, help="Unix time")
     s.add_argument("--json", action="store_true", help="print matching entries as JSON lines")
     s.set_defaults(func=_audit_search)
+    ix = audit.add_parser("index", **shown, help="verify logs and load them into one database for audits across "
+                          "runs (search it with `audit search DB.db`, summarise with `audit rates`)")
+    ix.add_argument("db", help="the SQLite database (created if missing; re-indexing a log replaces its rows)")
+    ix.add_argument("logs", nargs="+", help="audit logs (demo runs, training runs, robot sessions)")
+    ix.add_argument("--key", help="one trusted public key for all logs; default: audit-key.pub beside each log")
+    ix.set_defaults(func=_audit_index)
+    rt = audit.add_parser("rates", **shown, help="intervention, contradiction and parse-failure rates across "
+                          "every indexed log")
+    rt.add_argument("db", help="a database made by `shakedown audit index`")
+    rt.add_argument("--by", default="policy", choices=["policy", "robot", "rung", "log", "day"], help="group by")
+    rt.set_defaults(func=_audit_rates)
     r = audit.add_parser("report", **shown, help="HTML report: timeline, interventions, thoughts beside actions")
     r.add_argument("log", help="the audit log (JSON lines)")
     r.add_argument("--key", help="trusted Ed25519 public key (PEM); default: audit-key.pub beside the log")
