@@ -2,7 +2,8 @@
 
 Verification result first; then a timeline of decisions (cost and interventions over
 time), the interventions by reason, and every decision with its chain of thought beside
-its action and camera frame, flagged where the thought contradicts the action.
+its action and camera frame, flagged where the thought contradicts the action (keyword rules,
+and the speeds and directions it claims: safety.audit.claims).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents.control.mpc_params import DEFAULT
+from safety.audit.claims import check_claims
 from safety.audit.contradictions import contradictions
 from safety.audit.log import iter_entries
 from safety.audit.search import intervened, total_cost
@@ -65,7 +67,8 @@ def write_audit_report(log_path: Path, public: Ed25519PublicKey, out: Path, max_
     flagged = 0
     for e in decisions[:max_decisions]:
         b = e["body"]
-        flags = contradictions(str(b.get("thought", "")), b.get("action") or {}, DEFAULT.as_dict())
+        thought, action = str(b.get("thought", "")), b.get("action") or {}
+        flags = contradictions(thought, action, DEFAULT.as_dict()) + [str(f) for f in check_claims(thought, action)]
         flagged += bool(flags)
         action = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
                            for k, v in (b.get("action") or {}).items())

@@ -103,12 +103,15 @@ def _audit_search(args: argparse.Namespace) -> int:
 
 
 def _contradiction_flagger():
-    """The car's contradiction rules against its default parameters (the reference the report uses)."""
+    """The car's contradiction rules against its default parameters (the reference the report uses),
+    and the speeds and directions a thought claims against the action."""
     from agents.control.mpc_params import DEFAULT
+    from safety.audit.claims import check_claims
     from safety.audit.contradictions import contradictions
 
     reference = DEFAULT.as_dict()
-    return lambda thought, action: contradictions(thought, action, reference)
+    return lambda thought, action: (contradictions(thought, action, reference)
+                                    + [str(f) for f in check_claims(thought, action)])
 
 
 def _audit_index(args: argparse.Namespace) -> int:
