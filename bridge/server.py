@@ -100,7 +100,7 @@ class PolicyServer:
         self._context = zmq.Context()
         self._stop = threading.Event()
         self._pending: dict[bytes, tuple[ObservationMsg, list]] = {}
-        self._outbox: deque[tuple[bytes, DecisionMsg | Refused, int]] = deque()
+        self._outbox: deque[tuple[bytes, DecisionMsg | Refused]] = deque()
         self._lock = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._ready = threading.Event()
@@ -266,7 +266,7 @@ class PolicyServer:
             with self._lock:
                 if not self._outbox:
                     return
-                identity, message, answers = self._outbox.popleft()
+                identity, message = self._outbox.popleft()
             session = sessions.get(identity)
             if session is not None:  # a session that went away gets nothing
                 self._send(router, identity, session, message)
@@ -282,9 +282,10 @@ class PolicyServer:
             self.counts["send_dropped"] += 1
 
     def _reply_refused(self, router: zmq.Socket, identity: bytes, session: _Session | None, reason: str) -> None:
-        message = Refused(seq=session.out_seq + 1 if session else 0, t=self.clock(), reason=reason)
-        if session:
-            session.out_seq += 1
+        """In a session: a numbered refusal; outside one (handshake refused, no session): seq 0."""
+        message = Refused(seq=0, t=self.clock(), reason=reason)
+        if session is not None:
+            return self._send(router, identity, session, message)
         try:
             router.send_multipart([identity, *encode(message)], flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -308,7 +309,7 @@ class PolicyServer:
                     message, arrays = self._pending.pop(identity)
                 reply = self._decide(message, arrays)
                 with self._lock:
-                    self._outbox.append((identity, reply, message.seq))
+                    self._outbox.append((identity, reply))
                 with contextlib.suppress(zmq.Again):  # the I/O loop flushes the outbox at its next beat anyway
                     wake.send(b"", flags=zmq.NOBLOCK)
         finally:
