@@ -182,17 +182,21 @@ class BridgeClient:
         out: list[tuple[Message, list]] = []
         deadline = self.clock() + timeout_s
         while True:
+            # Read what already arrived before judging silence: messages queued while the caller
+            # was busy prove the server alive (judging first would drop a live session).
+            self._drain(out)
             self._keep_session()
             remaining = deadline - self.clock()
-            wait_ms = max(0.0, min(remaining, self.config.heartbeat_s)) * 1e3
-            if self._poller.poll(wait_ms):
-                # drain what is there: the EVENTS flag costs less than a poll or a raised Again per message
-                while self._socket.get(zmq.EVENTS) & zmq.POLLIN:
-                    item = self._receive(self._socket.recv_multipart())
-                    if item is not None:
-                        out.append(item)
-            if out or self.clock() >= deadline:
+            if out or remaining <= 0:
                 return out
+            self._poller.poll(min(remaining, self.config.heartbeat_s) * 1e3)
+
+    def _drain(self, out: list[tuple[Message, list]]) -> None:
+        """Receive everything waiting (the EVENTS flag costs less than a poll or a raised Again per message)."""
+        while self._socket.get(zmq.EVENTS) & zmq.POLLIN:
+            item = self._receive(self._socket.recv_multipart())
+            if item is not None:
+                out.append(item)
 
     def _keep_session(self) -> None:
         now = self.clock()

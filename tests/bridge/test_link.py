@@ -174,3 +174,18 @@ def test_bridge_commands(tmp_path, capsys):
                           ("record", "Where robots connect instead")):
         assert main(["bridge", command, "--help"]) == 0
         assert said in " ".join(capsys.readouterr().out.replace("│", " ").split())
+
+
+def test_a_busy_caller_does_not_mistake_its_own_pause_for_a_dead_link():
+    """Heartbeats that queued up while the caller was busy (rendering, an env reset) count: the
+    session is kept, not torn down and reopened (found when a slow env.reset under load did it)."""
+    server = _server(ScriptedCarExpert(), heartbeat_s=0.05)
+    try:
+        client = BridgeClient(robot_for("car"), ClientConfig(endpoint=server.endpoint, reconnect_after_s=0.3))
+        client.connect(3.0)
+        time.sleep(0.8)  # busy elsewhere, not polling
+        client.poll(0.0)
+        assert client.counts["reconnects"] == 0 and client.alive()
+        client.close()
+    finally:
+        server.stop()
