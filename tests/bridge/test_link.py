@@ -87,7 +87,7 @@ def test_heartbeats_flow_while_the_policy_thinks():
     """A slow policy (a language model) is not a dead link: the server's I/O thread keeps beating."""
     server = _server(_Slow(1.0), heartbeat_s=0.05)
     try:
-        client = BridgeClient(robot_for("car"), ClientConfig(endpoint=server.endpoint, silence_timeout_s=0.2))
+        client = BridgeClient(robot_for("car"), ClientConfig(endpoint=server.endpoint, silence_timeout_s=0.5))
         client.connect(3.0)
         client.send_observation(Observation(0.0, {"speed": 0.0}))
         alive = []
