@@ -178,8 +178,9 @@ def test_kill_9_of_the_robot_loses_nothing_acknowledged_and_the_server_serves_th
         proc.kill()
         proc.wait(10)
         # Every entry the robot wrote before it died verifies; its recording is readable by a linear pass.
-        report = verify(out / "audit.log", audit_keys.load_public(out / "audit-key.pub"))
-        assert report.entries >= 5 and not report.problem or "unsigned" in str(report.problem), report.summary()
+        report = verify(out / "audit.log", audit_keys.load_public(out / "audit-key.pub"), allow_unsigned_tail=True)
+        # Killed while writing: its tail is not yet signed, and at most the entry in flight is torn.
+        assert report.good_entries >= 5 and (report.ok or "torn tail" in report.problem.reason), report.summary()
         recorded = list(read_messages(out / "session.mcap", recover=True))
         assert len(recorded) > 10 and any(topic == "/bridge/in/decision" for topic, _ in recorded)
         assert wait_for(lambda: server.counts["sessions_timed_out"] >= 1, 5.0)
