@@ -97,6 +97,21 @@ def _escape_surrogates(obj: Any) -> Any:
     return obj
 
 
+def _body_json(body: Mapping[str, Any]) -> tuple[Any, bytes]:
+    """The body and its canonical JSON bytes. Plain bodies serialize directly; numpy values,
+    NaN or infinities go through `jsonable` first, lone surrogates become visible escapes."""
+    try:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        body = jsonable(body)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return body, text.encode()
+    except UnicodeEncodeError:  # a lone surrogate cannot be UTF-8
+        body = _escape_surrogates(body)
+        return body, canonical(body)
+
+
 def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
@@ -202,20 +217,21 @@ class AuditLog:
         return entry
 
     def _write(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        entry = {"seq": self._frontier.size, "kind": kind, "time": time.time(), "body": jsonable(body),
-                 "prev": self._prev}
-        try:
-            entry["hash"] = entry_hash(entry)
-        except UnicodeEncodeError:  # a lone surrogate cannot be UTF-8: keep it visible as an escape
-            entry["body"] = _escape_surrogates(entry["body"])
-            entry["hash"] = entry_hash(entry)
-        line = canonical(entry)
+        # The canonical line is built from its parts, serializing the body once: keys sort as
+        # body < hash < kind < prev < seq < time, so the hashed bytes are the line without its
+        # hash field (`entry_hash` of the same entry gives the same digest; a test checks it).
+        seq, now, prev = self._frontier.size, time.time(), self._prev
+        body, body_json = _body_json(body)
+        tail = f',"kind":{json.dumps(kind, ensure_ascii=False)},"prev":"{prev}","seq":{seq},"time":{float(now)!r}}}'.encode()
+        head = b'{"body":' + body_json
+        digest = hashlib.sha256(head + tail).hexdigest()
+        line = head + b',"hash":"' + digest.encode() + b'"' + tail
         os.write(self._fd, line + b"\n")  # one write of one whole line
         if self.config.fsync:
             os.fsync(self._fd)
         self._frontier.add(leaf_hash(line))
-        self._prev = entry["hash"]
-        return entry
+        self._prev = digest
+        return {"seq": seq, "kind": kind, "time": now, "body": body, "prev": prev, "hash": digest}
 
     def checkpoint(self) -> dict[str, Any]:
         """Sign the Merkle root of everything so far; also refresh the head file beside the log."""

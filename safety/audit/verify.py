@@ -14,7 +14,9 @@ clear problem, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,26 @@ def _check_signature(body: dict[str, Any], public: Ed25519PublicKey, kid: str) -
 
 
 ENTRY_FIELDS = {"seq": int, "kind": str, "time": (int, float), "body": dict, "prev": str, "hash": str}
+_TAIL = re.compile(rb',"hash":"([0-9a-f]{64})"(,"kind":"([a-z_]+)","prev":"([0-9a-f]{64})","seq":(0|[1-9][0-9]*),'
+                   rb'"time":-?[0-9][0-9.e+-]*})')
+
+
+def _fast_fields(line: bytes) -> tuple[int, str, str, str, bytes, bytes] | None:
+    """(seq, kind, prev, hash, hashed bytes, body bytes) of a canonical line, read without parsing its body.
+
+    Keys sort as body < hash < kind < prev < seq < time, so a canonical line is the body, then
+    a fixed-shape tail; the writer hashed the line without its hash field. The last
+    `,"hash":"` is the top-level one (a body's own ones come before it). A line of any other
+    shape returns None and gets the full parse. Hashing the bytes as they are also covers
+    what the canonical-form check did: any edit changes the hash, the chain or a signed root."""
+    if not line.startswith(b'{"body":{'):  # an object body; anything else gets the full parse
+        return None
+    at = line.rfind(b',"hash":"')
+    m = _TAIL.fullmatch(line, at) if at > 0 else None
+    if m is None:
+        return None
+    return (int(m.group(5)), m.group(3).decode(), m.group(4).decode(), m.group(1).decode(), line[:at] + m.group(2),
+            line[8:at])
 
 
 def _parse_entry(line: bytes) -> tuple[dict[str, Any] | None, str]:
@@ -150,18 +172,34 @@ def verify(path: Path | str, public: Ed25519PublicKey, allow_unsigned_tail: bool
                             Problem(i + 1 if line is None else line, reason), kid, len(witnessed))
 
     for i, line in enumerate(contents.lines):
-        entry, why = _parse_entry(line)
-        if entry is None:
-            return fail(i, f"not a valid entry: {why}")
-        seq, kind, body, entry_prev, h = entry["seq"], entry["kind"], entry["body"], entry["prev"], entry["hash"]
-        if seq != i:
-            return fail(i, f"sequence number {seq} where {i} was expected (an entry was deleted, inserted or moved)")
-        if entry_prev != prev:
-            return fail(i, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)")
-        if entry_hash(entry) != h:
-            return fail(i, "entry hash does not match its content (the entry was modified)")
-        if canonical(entry) != line:
-            return fail(i, "entry is not in canonical form (its bytes were edited)")
+        fast = _fast_fields(line)
+        body = None
+        if fast is not None and fast[1] == "checkpoint":
+            try:
+                body = json.loads(fast[5])
+            except ValueError:
+                fast = None  # the full parse below names what is wrong
+        if fast is not None:  # the common case: no JSON parse of the body, one hash of the line's bytes
+            seq, kind, entry_prev, h, hashed, _ = fast
+            if seq != i:
+                return fail(i, f"sequence number {seq} where {i} was expected (an entry was deleted, inserted or moved)")
+            if entry_prev != prev:
+                return fail(i, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)")
+            if hashlib.sha256(hashed).hexdigest() != h:
+                return fail(i, "entry hash does not match its content (the entry was modified)")
+        else:  # anything unusual gets the full, typed parse and names what is wrong
+            entry, why = _parse_entry(line)
+            if entry is None:
+                return fail(i, f"not a valid entry: {why}")
+            seq, kind, body, entry_prev, h = entry["seq"], entry["kind"], entry["body"], entry["prev"], entry["hash"]
+            if seq != i:
+                return fail(i, f"sequence number {seq} where {i} was expected (an entry was deleted, inserted or moved)")
+            if entry_prev != prev:
+                return fail(i, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)")
+            if entry_hash(entry) != h:
+                return fail(i, "entry hash does not match its content (the entry was modified)")
+            if canonical(entry) != line:
+                return fail(i, "entry is not in canonical form (its bytes were edited)")
         if kind == "checkpoint":
             bad_shape = malformed_head(body)
             if bad_shape:
