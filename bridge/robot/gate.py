@@ -29,6 +29,9 @@ from safety.audit.log import AuditLog
 Sent = TypeVar("Sent")
 KEEP_SENT = 16
 """Observations remembered for answers that come late (older ones are forgotten)."""
+UNPACED_WAIT_S = 0.0005
+"""Without real-time pacing, still wait this long for the link each period: a policy server in the
+same process (tests) needs the interpreter's lock now and then to answer."""
 
 
 class DecisionGate(Generic[Sent]):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from safety.audit.keys import key_id
-from safety.audit.log import GENESIS, canonical, entry_hash, head_payload, read_lines
+from safety.audit.log import GENESIS, canonical, entry_hash, head_payload, line_fields, read_lines
 from safety.audit.merkle import MerkleFrontier, inclusion_path, leaf_hash, verify_inclusion
 
 TAMPERING, INPUT = "tampering", "input"
@@ -108,26 +107,6 @@ def _check_signature(body: dict[str, Any], public: Ed25519PublicKey, kid: str) -
 
 
 ENTRY_FIELDS = {"seq": int, "kind": str, "time": (int, float), "body": dict, "prev": str, "hash": str}
-_TAIL = re.compile(rb',"hash":"([0-9a-f]{64})"(,"kind":"([a-z_]+)","prev":"([0-9a-f]{64})","seq":(0|[1-9][0-9]*),'
-                   rb'"time":-?[0-9][0-9.e+-]*})')
-
-
-def _fast_fields(line: bytes) -> tuple[int, str, str, str, bytes, bytes] | None:
-    """(seq, kind, prev, hash, hashed bytes, body bytes) of a canonical line, read without parsing its body.
-
-    Keys sort as body < hash < kind < prev < seq < time, so a canonical line is the body, then
-    a fixed-shape tail; the writer hashed the line without its hash field. The last
-    `,"hash":"` is the top-level one (a body's own ones come before it). A line of any other
-    shape returns None and gets the full parse. Hashing the bytes as they are also covers
-    what the canonical-form check did: any edit changes the hash, the chain or a signed root."""
-    if not line.startswith(b'{"body":{'):  # an object body; anything else gets the full parse
-        return None
-    at = line.rfind(b',"hash":"')
-    m = _TAIL.fullmatch(line, at) if at > 0 else None
-    if m is None:
-        return None
-    return (int(m.group(5)), m.group(3).decode(), m.group(4).decode(), m.group(1).decode(), line[:at] + m.group(2),
-            line[8:at])
 
 
 def _parse_entry(line: bytes) -> tuple[dict[str, Any] | None, str]:
@@ -172,7 +151,7 @@ def verify(path: Path | str, public: Ed25519PublicKey, allow_unsigned_tail: bool
                             Problem(i + 1 if line is None else line, reason), kid, len(witnessed))
 
     for i, line in enumerate(contents.lines):
-        fast = _fast_fields(line)
+        fast = line_fields(line)
         body = None
         if fast is not None and fast[1] == "checkpoint":
             try:

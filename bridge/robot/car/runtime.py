@@ -30,7 +30,7 @@ from agents.tasks.car.instructions import Instruction
 from bridge.client import BridgeClient
 from bridge.protocol import CommandMsg, DecisionMsg, Refused, Stop, decision_from
 from bridge.robot.car.adapter import CarReading, CarRobot
-from bridge.robot.gate import DecisionGate
+from bridge.robot.gate import UNPACED_WAIT_S, DecisionGate
 from safety.audit.log import AuditLog
 from safety.audit.records import decision_body
 from safety.car.clearance import clearance_map
@@ -167,7 +167,7 @@ class CarRuntime:
                                         verdict=verdict.kind, mode=self.mode))
             # The wait for the next period is the poll of the link.
             next_tick += period
-            wait = max(0.0, next_tick - self.clock()) if self.config.realtime else 0.0
+            wait = max(0.0, next_tick - self.clock()) if self.config.realtime else UNPACED_WAIT_S
             for message, _ in self.client.poll(wait):
                 if isinstance(message, DecisionMsg):
                     self._take(message)

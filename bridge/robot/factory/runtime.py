@@ -24,7 +24,7 @@ from agents.tasks.factory.envs import inspection_observation
 from agents.tasks.factory.metrics import line_metrics
 from bridge.client import BridgeClient
 from bridge.protocol import DecisionMsg, Refused, decision_from
-from bridge.robot.gate import DecisionGate
+from bridge.robot.gate import UNPACED_WAIT_S, DecisionGate
 from safety.audit.log import AuditLog
 from safety.audit.records import decision_body
 from safety.factory.guard import FactoryGuard
@@ -160,7 +160,7 @@ class CellRuntime:
                                     "tool_speed": step.tool_speed, "separation": min(step.separation, 5.0),
                                     "intervened": verdict.intervened})
             next_tick += period
-            wait = max(0.0, next_tick - self.clock()) if self.config.realtime else 0.0
+            wait = max(0.0, next_tick - self.clock()) if self.config.realtime else UNPACED_WAIT_S
             for message, _ in self.client.poll(wait):
                 if isinstance(message, DecisionMsg):
                     self._take(message, report)
