@@ -136,10 +136,10 @@ def twin_config(cfg: EmulatorConfig) -> CarTwinConfig:
 
 def run_emulator(cfg: EmulatorConfig) -> dict[str, Any]:
     """Drive one session; returns (and writes to out/trace.json) the report."""
+    robot = TwinCar(twin_config(cfg), cfg.seed, cfg.start_s)  # first: the link's clock starts when it opens
     side = open_robot_side(cfg.out, RobotDescription("car", cfg.name, cfg.control_hz, cfg.track), cfg.endpoint,
                            cfg.heartbeat_s, cfg.silence_timeout_s, cfg.gap.clock_offset_s, cfg.client_key, cfg.server_key)
     client, recorder = side.client, side.recorder
-    robot = TwinCar(twin_config(cfg), cfg.seed, cfg.start_s)
     try:
         with AuditLog(side.audit_path, side.signing_key) as audit:
             runtime = CarRuntime(robot, client, parse_instruction(cfg.instruction),
