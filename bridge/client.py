@@ -22,11 +22,13 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
+from agents.control.mpc_params import DEFAULT
+from agents.vlm.parsing import FACTORY_FALLBACK
 from bridge.keys import ClientSecurity, secure_client
 from bridge.protocol import (
     MAX_MESSAGE_BYTES,
@@ -262,19 +264,11 @@ class BridgeClient:
         return self.session
 
 
-SAFE_ACTIONS: dict[str, Callable[[], dict[str, Any]]] = {}
-"""World -> the action a robot may always fall back to (filled below from the agents' defaults)."""
-
-
-def _register_safe_actions() -> None:
-    from agents.control.mpc_params import DEFAULT
-    from agents.vlm.parsing import FACTORY_FALLBACK
-
-    SAFE_ACTIONS["car"] = DEFAULT.as_dict
-    SAFE_ACTIONS["factory"] = lambda: {"decision": FACTORY_FALLBACK}
-
-
-_register_safe_actions()
+SAFE_ACTIONS: dict[str, Callable[[], dict[str, Any]]] = {
+    "car": DEFAULT.as_dict,
+    "factory": lambda: {"decision": FACTORY_FALLBACK},
+}
+"""World -> the action a robot may always fall back to (the parser's own safe defaults)."""
 
 
 class RemotePolicy:
@@ -315,7 +309,6 @@ class RemotePolicy:
         self.close()
 
 
-def robot_for(world: str, name: str = "remote-policy", control_hz: float = 20.0,
-              extra: Mapping[str, Any] | None = None) -> RobotDescription:
+def robot_for(world: str, name: str = "remote-policy", control_hz: float = 20.0) -> RobotDescription:
     """A RobotDescription for callers that are not robots (an eval, a scenario campaign)."""
-    return RobotDescription(world=world, name=name, control_hz=control_hz, **dict(extra or {}))
+    return RobotDescription(world=world, name=name, control_hz=control_hz)

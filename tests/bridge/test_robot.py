@@ -2,7 +2,6 @@
 stop the car when the link or the policy dies and resume when it heals, bad decisions are
 refused and logged, faults on the link never reach the actuators, recordings read back."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -273,4 +272,3 @@ def test_both_sides_record_every_message_to_mcap(tmp_path):
     frame = received[0]["arrays"][0]
     assert frame["dtype"] == "uint8" and frame["shape"] == [64, 64, 3]
     json.dumps(robot_side)  # plain JSON all the way
-    _ = dataclasses
