@@ -279,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("log", help="the audit log (JSON lines)")
     rp.add_argument("--private-key", required=True, help="the log's Ed25519 signing key (PEM), to sign the repair")
     rp.set_defaults(func=_audit_repair)
+
+    from shakedown.scenario_cli import add_parser as add_scenario_parser
+
+    add_scenario_parser(sub)
     return parser
 
 

@@ -234,10 +234,17 @@ class CarTwin:
         redraws = self.randomizer.draw_interval(self._rng, t_prev, self.t)
         if redraws:
             self.draws.update(redraws)
-            self.params = self.randomizer.apply(self.params, redraws)
-            self._lidar.params = self.params.lidar
-            self.world.apply_appearance(self.params.appearance)
+            self.apply(redraws)
         return StepReport(contacts=contacts, command_fixes=fixes, redraws=redraws)
+
+    def apply(self, values: Draws) -> None:
+        """Change parameters mid-episode by their randomization paths ({'vehicle.mu': 0.4}): interval
+        redraws and scenario events go through here, so sensors and actuators see the change at once."""
+        self.params = self.randomizer.apply(self.params, values)
+        self._lidar.params = self.params.lidar
+        self.delay.delay_s = self.params.actuation.delay_s
+        if any(path.startswith(("appearance.", "lighting.")) for path in values):
+            self.world.apply_appearance(self.params.appearance)
 
     # -- reading -----------------------------------------------------------------------
     @property

@@ -38,6 +38,10 @@ class Uniform:
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return rng.uniform(self.low, self.high, size)
 
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        """The value at quantile u in [0, 1] (inverse CDF): how scenario samplers map their sample vectors."""
+        return self.low + (self.high - self.low) * np.asarray(u, float)
+
 
 @dataclasses.dataclass(frozen=True)
 class Normal:
@@ -61,6 +65,12 @@ class Normal:
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return np.clip(rng.normal(self.mean, self.std, size), self.low, self.high)
 
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        """The value at quantile u (the clipped normal's inverse CDF: clipping keeps quantiles in order)."""
+        from scipy.stats import norm
+
+        return np.clip(self.mean + self.std * norm.ppf(np.asarray(u, float)), self.low, self.high)
+
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
@@ -77,6 +87,11 @@ class Choice:
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return np.asarray(self.options, dtype=float)[rng.integers(0, len(self.options), size)]
+
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        """The option whose equal-probability slice of [0, 1] holds u."""
+        k = np.minimum((np.asarray(u, float) * len(self.options)).astype(int), len(self.options) - 1)
+        return np.asarray(self.options, dtype=float)[k]
 
 
 Distribution = Uniform | Normal | Choice
