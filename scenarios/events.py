@@ -40,7 +40,8 @@ class EventClock:
         for event in self.events:
             if event.name not in self._armed:
                 continue
-            now = self._formulas[event.name].robustness(arrays, time) > 0
+            # A trigger holds at robustness >= 0, so 't >= 3' fires at 3.00 s, not one step later.
+            now = self._formulas[event.name].robustness(arrays, time) >= 0
             before = self._prev[event.name]
             self._prev[event.name] = now
             edge = event.trigger.edge

@@ -35,8 +35,9 @@ class ScenarioError(ValueError):
 class _Node(dict):
     """A YAML mapping that remembers the line of each key."""
 
-    line: int = 0
-    lines: dict[str, int]
+    def __init__(self, line: int = 1) -> None:
+        super().__init__()
+        self.line, self.lines = line, {}
 
 
 class _List(list):
@@ -50,8 +51,7 @@ class _Loader(yaml.SafeLoader):
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> _Node:
     loader.flatten_mapping(node)
-    out = _Node()
-    out.line, out.lines = node.start_mark.line + 1, {}
+    out = _Node(node.start_mark.line + 1)
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in out:

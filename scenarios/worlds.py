@@ -114,19 +114,22 @@ FACTORY = WorldDecl(
     kind="factory",
     signals={
         "t": "time since the start (s)", "separation": "smallest person-arm distance (m)",
-        "iso_min": "ISO/TS 15066 protective separation needed at the arm's measured speed (m)",
+        "iso_min": "ISO/TS 15066 protective separation needed at the arm's measured speed (m); 0 while the arm stands "
+                   "still (tool speed <= 0.01 m/s), as the guard counts it",
         "tool_speed": "speed of the arm's tool (m/s)", "belt_speed": "belt surface speed applied (m/s)",
         "jammed": "1 while a jam is reported, else 0", "contact": "1 when the person touches the arm, else 0",
         "dropped": "parts dropped off the line so far", "binned": "parts sorted into bins so far",
-        "person_in_cell": "1 while the person is inside the robot's cell, else 0",
+        "person_in_cell": "1 while the person is inside the robot's cell (nearer the belt than the closest patrol line, "
+                          "y < 2.0 m), else 0",
         "intervened": "1 when the shield changed this step's command, else 0",
         "jam_running": "1 when the belt runs into a known jam this step, else 0",
-        "false_accepts": "defective parts accepted so far",
+        "false_accepts": "defective parts accepted so far", "false_rejects": "good parts rejected so far",
     },
     actions={a.name: a for a in (
         ActionDecl("jam", "the oldest part on the belt sticks", (DURATION,)),
         ActionDecl("person_enter", "the person walks into the robot's cell", ()),
-        ActionDecl("part_fall", "the newest part is knocked off the belt", ()),
+        ActionDecl("part_fall", "the newest part on the belt is knocked sideways (hard enough, it leaves the belt)", (
+            _p("magnitude", 0.0, 2.0, 0.7, "knock strength: the part flies off at 2 * magnitude m/s"),)),
         ActionDecl("glare", "light floods the inspection camera", (_p("magnitude", 0.0, 1.0, 0.7, "glare strength"), DURATION)),
         ActionDecl("belt_slip", "the belt slips and runs slower than commanded", (
             _p("magnitude", 0.0, 1.0, 0.5, "share of speed lost"), DURATION)),

@@ -41,6 +41,12 @@ def _store(out: Path):
     return EpisodeStore(out / "campaign.db")
 
 
+def _bar():
+    from shakedown.progress import RichProgress
+
+    return RichProgress()
+
+
 def _suffix(args: argparse.Namespace) -> str:
     return f"-shield-{args.shield}" if getattr(args, "shield", None) else ""
 
@@ -53,7 +59,8 @@ def _list(args: argparse.Namespace) -> int:
     from scenarios.space import SampleSpace
 
     table = Table(title="Shipped rare-event scenarios (shakedown scenario show NAME)")
-    for col in ("name", "world", "system under test", "shield", "dims", "what happens"):
+    table.add_column("name", no_wrap=True)
+    for col in ("world", "system under test", "shield", "dims", "what happens"):
         table.add_column(col)
     for path in library():
         sc = load(path)
@@ -98,7 +105,8 @@ def _run(args: argparse.Namespace) -> int:
 
     text, name = _scenario_text(args)
     out = _out(args, name)
-    result = run_nominal(text, _store(out), args.episodes, args.seed, args.backend, args.workers, source=args.scenario)
+    result = run_nominal(text, _store(out), args.episodes, args.seed, args.backend, args.workers, _bar(),
+                         source=args.scenario)
     _print_study(result, result.save(out / f"run-{args.seed}{_suffix(args)}.json"))
     return 0
 
@@ -109,7 +117,7 @@ def _search(args: argparse.Namespace) -> int:
     text, name = _scenario_text(args)
     out = _out(args, name)
     result = search_failures(text, _store(out), args.method, args.budget, args.seed, args.batch, args.backend,
-                             args.workers, source=args.scenario)
+                             args.workers, _bar(), source=args.scenario)
     _print_study(result, result.save(out / f"search-{args.method}-{args.seed}{_suffix(args)}.json"))
     for e in sorted(result.failures(), key=lambda e: -e["loglik"])[:3]:
         print(f"  replay: {replay_command(args.scenario, e['z'], e['seed'], args.shield)}")
@@ -123,7 +131,7 @@ def _estimate(args: argparse.Namespace) -> int:
     out = _out(args, name)
     sizes = {"mc": {"n": args.episodes}, "ce-is": {"n_per_stage": args.per_stage, "n_final": args.episodes},
              "subset": {"n_per_level": args.per_stage}}[args.method]
-    result = estimate_probability(text, _store(out), args.method, args.seed, args.backend, args.workers,
+    result = estimate_probability(text, _store(out), args.method, args.seed, args.backend, args.workers, _bar(),
                                   source=args.scenario, **sizes)
     _print_study(result, result.save(out / f"estimate-{args.method}-{args.seed}{_suffix(args)}.json"))
     return 0

@@ -101,8 +101,14 @@ def trajectory(text: str, episode: dict) -> plt.Figure:
             axes[0].plot(*np.vstack([b, b[:1]]).T, color="0.5", lw=1)
         tr = result.info["trace"]
         axes[0].plot(tr["x"], tr["y"], color="tab:blue", lw=1.5, label="car")
+        for x, y, size, appeared in result.info.get("obstacles", []):
+            axes[0].add_patch(plt.Rectangle((x - size / 2, y - size / 2), size, size,
+                                            color="tab:orange" if appeared else "0.3"))
+        if result.signature:
+            k = int(np.argmin(np.abs(signals["t"] - result.signature.t)))
+            axes[0].plot(tr["x"][k], tr["y"][k], "rx", ms=10, mew=2)
         axes[0].set_aspect("equal")
-        axes[0].set_title("path (blue), track walls (grey)")
+        axes[0].set_title("path (blue), walls, obstacles (orange: appeared), failure (x)", fontsize=9)
     else:
         axes[0].plot(signals["t"], signals["separation"].clip(max=5), label="separation")
         axes[0].plot(signals["t"], signals["iso_min"], label="ISO minimum")

@@ -114,6 +114,8 @@ class CarRunner:
         info = {"decision": decision, "events_fired": hooks.events.fired, "crashed": trace.crashed,
                 "crash_time": trace.crash_time, "shield": trace.shield, "costs": trace.costs,
                 "disturbance_loglik": hooks.disturbances.loglik,
+                "obstacles": [[*map(float, twin.track.to_cartesian(ob.s, ob.d)), ob.size, ob in hooks.appeared]
+                              for ob in (*self.static, *hooks.appeared)],
                 "trace": {k: trace[k] for k in ("x", "y", "v", "speed_cmd", "steer_cmd")}}
         return signals, info
 
@@ -128,6 +130,7 @@ class _Hooks:
         self.runner, self.events, self.disturbances = runner, events, disturbances
         self.rows: dict[str, list[float]] = {name: [] for name in CAR.signals}
         self.obstacles = list(runner.static)
+        self.appeared: list[Obstacle] = []
         self.restore: list[tuple[float, dict[str, Any] | None, Obstacle | None]] = []
         self.noise: dict[str, float] = {}
         self.signals: dict[str, float] = self._signals(runner.twin, None, None)
@@ -152,6 +155,7 @@ class _Hooks:
             st = twin.state
             ob = Obstacle(s=(st.s + p["ahead_m"]) % twin.track.length, d=p["d"], size=p["size"])
             self.obstacles.append(ob)
+            self.appeared.append(ob)
             twin.world.set_obstacles(tuple(self.obstacles))
             self.restore.append((twin.t + p["duration_s"], None, ob))
             return

@@ -255,3 +255,18 @@ def test_every_index_comes_back_exactly_once(data, indices):
     assert all(r.status == "ok" and r.result == toy(r.payload) for r in rows)
     assert [r for r in rows if r.index in {i for i, _ in first}] == before
 
+
+
+def test_real_episodes_give_the_same_rows_on_ray_and_on_the_pool(ray_up, tmp_path):
+    """A study of real car episodes: same seed, same rows, whatever runs them (wall time aside)."""
+    from scenarios.study import run_nominal
+
+    text = Path("scenarios/library/car/friction-drop-before-corner.yaml").read_text()
+    rows = {}
+    for backend in ("pool", "ray"):
+        result = run_nominal(text, EpisodeStore(tmp_path / f"{backend}.db"), 6, seed=4, backend=backend, workers=2,
+                             progress=NullProgress())
+        rows[backend] = [{k: v for k, v in e.items()} for e in result.episodes]
+    assert rows["pool"] == rows["ray"] and len(rows["pool"]) == 6
+    stored = EpisodeStore(tmp_path / "pool.db").rows("run/4")
+    assert len({r.result["trace_hash"] for r in stored}) == 6  # six different episodes, each hashed
