@@ -40,8 +40,9 @@ class EventClock:
         for event in self.events:
             if event.name not in self._armed:
                 continue
-            # A trigger holds at robustness >= 0, so 't >= 3' fires at 3.00 s, not one step later.
-            now = self._formulas[event.name].robustness(arrays, time) >= 0
+            rho = self._formulas[event.name].robustness(arrays, time)
+            # Robustness 0 is the boundary: 't >= 3' holds there (fires at 3.00 s), 't > 3' does not.
+            now = rho > 0 or (rho == 0 and any(op in event.trigger.when for op in ("<=", ">=")))
             before = self._prev[event.name]
             self._prev[event.name] = now
             edge = event.trigger.edge

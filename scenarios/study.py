@@ -52,14 +52,17 @@ class CampaignEvaluator(contextlib.ExitStack):
 
     def __init__(self, text: str, store: EpisodeStore, study_id: str, seed: int = 0, backend: str = "pool",
                  workers: int = 2) -> None:
-        self.text, self.store, self.study_id, self.seed = text, store, study_id, seed
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        # The scenario's hash in the id: the same study of an edited scenario (or with the shield
+        # switched) is a new campaign, never a clash with the stored one.
+        self.text, self.store, self.study_id, self.seed = text, store, f"{study_id}/{sha[:10]}", seed
         super().__init__()
         self.backend, self.workers = backend, workers
         self._executor = None
         self.space = runner_for(text).space
         self.rows: list[dict[str, Any]] = []
         """Every episode evaluated so far: index, z, seed, result (None when errored), error."""
-        self.spec = {"scenario_sha256": hashlib.sha256(text.encode()).hexdigest(), "study": study_id, "seed": seed}
+        self.spec = {"scenario_sha256": sha, "study": study_id, "seed": seed}
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         z = np.atleast_2d(np.asarray(z, float))

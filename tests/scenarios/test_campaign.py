@@ -268,5 +268,6 @@ def test_real_episodes_give_the_same_rows_on_ray_and_on_the_pool(ray_up, tmp_pat
                              progress=NullProgress())
         rows[backend] = [{k: v for k, v in e.items()} for e in result.episodes]
     assert rows["pool"] == rows["ray"] and len(rows["pool"]) == 6
-    stored = EpisodeStore(tmp_path / "pool.db").rows("run/4")
+    store = EpisodeStore(tmp_path / "pool.db")
+    stored = store.rows(store.campaigns()[0])
     assert len({r.result["trace_hash"] for r in stored}) == 6  # six different episodes, each hashed
