@@ -61,3 +61,40 @@ def test_export_writes_cases_that_replay_identically(capsys, tmp_path):
     result, identical = replay(load_case(cases[0]))
     assert identical and result.failed
     assert main(["scenario", "replay", "--case", str(cases[0]), str(slick)]) == 0
+
+
+def test_a_killed_scenario_run_resumes_without_repeating_or_losing_an_episode(tmp_path):
+    """kill -9 of `shakedown scenario run` mid-campaign, then the same command again."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "shakedown.cli", "scenario", "run", SCENARIO, "-n", "24", "--workers", "2",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db = out / "campaign.db"
+
+    def stored() -> list[tuple]:
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as c:
+            try:
+                return c.execute("select idx, result, finished from episodes order by idx").fetchall()
+            except sqlite3.OperationalError:
+                return []
+
+    deadline = time.monotonic() + 240
+    while len(stored()) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = stored()
+    assert 4 <= len(before) < 24, "the kill must land mid-campaign"
+    assert main(["scenario", "run", SCENARIO, "-n", "24", "--workers", "2", "--out", str(out)]) == 0
+    after = stored()
+    assert [row[0] for row in after] == list(range(24))  # every episode exactly once
+    assert set(before) <= set(after)  # every row stored before the kill is unchanged (result and timestamp)
