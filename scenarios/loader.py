@@ -255,7 +255,7 @@ def load_text(text: str, source: str = "<text>") -> Scenario:
     doc = r.mapping(doc, "", 1, {"name", "description", "world", "system", "nominal", "events", "disturbances",
                                   "validity", "monitors"}, {"name", "world", "monitors"})
     w = r.mapping(doc["world"], "world", doc.lines["world"],
-                  {"kind", "track", "duration_s", "control_hz", "lidar", "randomize_rest"}, {"kind"})
+                  {"kind", "track", "duration_s", "control_hz", "lidar", "randomize_rest", "params_file"}, {"kind"})
     decl = WORLDS.get(w["kind"])
     if decl is None:
         raise r.fail(w.lines["kind"], "world.kind", f"unknown world {w['kind']!r}; choose from {sorted(WORLDS)}")
@@ -279,10 +279,15 @@ def load_text(text: str, source: str = "<text>") -> Scenario:
                         obstacles=tuple(tuple(float(v) for v in ob) for ob in (s.get("obstacles") or ())))
     _check_policy(r, system.policy, decl, s.lines.get("policy", s.line))
     _check_safety(r, system, decl, s)
+    nominal = _nominal(r, doc.get("nominal"), doc.lines.get("nominal", 1), decl)
+    if world.params_file:
+        declared = {path for path, _ in nominal}
+        nominal = tuple(item for item in _params_file(r, world.params_file, source, w.lines["params_file"], decl)
+                        if item[0] not in declared) + nominal
     try:
         return Scenario(
             name=str(doc["name"]), description=str(doc.get("description", "")).strip(), world=world, system=system,
-            nominal=_nominal(r, doc.get("nominal"), doc.lines.get("nominal", 1), decl),
+            nominal=nominal,
             events=_events(r, doc.get("events"), doc.lines.get("events", 1), decl),
             disturbances=_disturbances(r, doc.get("disturbances"), doc.lines.get("disturbances", 1), decl),
             validity=_formulas(r, doc.get("validity"), "validity", doc.lines.get("validity", 1), decl),
@@ -290,6 +295,30 @@ def load_text(text: str, source: str = "<text>") -> Scenario:
             source=source)
     except ConfigError as exc:
         raise r.fail(doc.line, "scenario", str(exc)) from None
+
+
+def _params_file(r: _Reader, name: str, source: str, line: int, world: WorldDecl) -> tuple[tuple[str, Value], ...]:
+    """The `params:` of a calibrated twin config, as nominal constants (validated like the scenario's own)."""
+    path = Path(name)
+    if not path.is_absolute() and source not in ("<text>", "<campaign>"):
+        path = Path(source).parent / path
+    if not path.exists():
+        raise r.fail(line, "world.params_file", f"{str(path)!r} does not exist (write one with `shakedown calibrate`)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise r.fail(line, "world.params_file", f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("params"), Mapping):
+        raise r.fail(line, "world.params_file", f"{path} has no `params:` mapping of twin parameter path -> value")
+    out = []
+    for key, value in data["params"].items():
+        constant = r.number(value, f"world.params_file {path}: params.{key}", line)
+        try:
+            Randomizer(world.params_root, [Term(str(key), Choice((constant,)))])
+        except ConfigError as exc:
+            raise r.fail(line, f"world.params_file {path}: params.{key}", str(exc)) from None
+        out.append((str(key), constant))
+    return tuple(out)
 
 
 def _check_safety(r: _Reader, system: SystemSpec, decl: WorldDecl, node: _Node) -> None:

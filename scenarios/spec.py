@@ -43,6 +43,9 @@ class WorldSpec:
     """Command rate (Hz); the car's MPC runs at this rate (RobotxR1 runs it at 20 Hz)."""
     lidar: bool = False
     """Car only: cast the lidar every step and give it to the shield (sees obstacles the map does not know)."""
+    params_file: str = ""
+    """A calibrated twin config (`shakedown calibrate` writes one: `params: {path: value}`): its values become the
+    nominal constants of those fields; the scenario's own `nominal` entries still win. Relative to the scenario file."""
     randomize_rest: bool = False
     """Also draw the twin's default randomization for every field the scenario does not declare, from the
     episode's seed (nuisance randomness: integrated over, never searched)."""

@@ -152,3 +152,15 @@ def test_exported_corpus_passes_with_the_fix_and_fails_when_the_bug_returns(tmp_
     reloaded = load_case(path)
     _, identical = replay(reloaded)
     assert not identical  # a different system gives a different trace
+
+
+def test_a_calibrated_twin_config_sets_the_nominal_and_the_scenario_still_wins(tmp_path):
+    (tmp_path / "calibrated.yaml").write_text("params: {actuation.motor_gain: 0.8, vehicle.mu: 0.7}\nade_after: 0.1\n")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(FRICTION.replace("  control_hz: 20\n", "  control_hz: 20\n  params_file: calibrated.yaml\n"))
+    nominal = dict(load(scenario).nominal)
+    assert nominal["actuation.motor_gain"] == 0.8  # from the calibration
+    assert isinstance(nominal["vehicle.mu"], Uniform)  # the scenario's own distribution wins
+    (tmp_path / "calibrated.yaml").write_text("params: {actuation.motor_gain: 9.0}\n")
+    with pytest.raises(ScenarioError, match=r"world.params_file .*motor_gain.*outside its valid range|leaves the field"):
+        load(scenario)
