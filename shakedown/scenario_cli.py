@@ -87,6 +87,17 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _print_study(result, path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from shakedown.scenario_report import sample_rows
+
+    table = Table(title=f"{result.kind} {result.method}: lowest robustness first")
+    for col in ("episode", "robustness", "failed", "monitor", "when (s)", "where", "log-likelihood"):
+        table.add_column(col, justify="right")
+    for row in sample_rows(result.episodes, 10):
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    Console().print(table)
     fails = result.failures()
     errored = sum(e["error"] is not None for e in result.episodes)
     invalid = sum((not e["valid"]) and e["error"] is None for e in result.episodes)

@@ -29,6 +29,14 @@ def _finite(x: Any) -> float:
     return v
 
 
+def sample_rows(episodes: list[dict], n: int = 12) -> list[list[Any]]:
+    """The `n` lowest-robustness episodes (failures first) as table rows."""
+    ranked = sorted((e for e in episodes if e["error"] is None), key=lambda e: _finite(e["robustness"]))[:n]
+    return [[e["index"], _finite(e["robustness"]), "yes" if e["failed"] else "no",
+             (e["signature"] or {}).get("monitor", "-"), (e["signature"] or {}).get("t", "-"),
+             (e["signature"] or {}).get("where", "-"), _finite(e["loglik"])] for e in ranked]
+
+
 def pick_axes(dims: list[str], episodes: list[dict]) -> tuple[int, int]:
     """The two coordinates whose values differ most between failures and passes (by mean |z| gap)."""
     z = np.array([e["z"] for e in episodes], float)
@@ -156,6 +164,8 @@ def write_report(folder: Path, axes: tuple[str, str] | None = None) -> Path:
         report.heading(f"{s['kind']} {s['method']} ({path.name})")
         if len(s["dims"]) >= 1 and s["episodes"]:
             report.figure(failure_map(s, axes), "Each dot an episode; colour = robustness; red rings = failures.")
+        report.table(["episode", "robustness", "failed", "monitor", "when (s)", "where", "log-likelihood"],
+                     sample_rows(s["episodes"]))
         if s.get("estimate") and s["kind"] == "estimate":
             report.figure(convergence(s), "The estimate as episodes accumulate, with its confidence band.")
     failures = sorted((e | {"_study": p.name} for p, s in studies for e in s["episodes"] if e["failed"]),
