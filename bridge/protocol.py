@@ -130,6 +130,10 @@ class CommandMsg(msgspec.Struct, frozen=True, tag="command"):
     steer: float
     verdict: str
     mode: str
+    state: dict[str, float] = {}
+    """The state the robot read this period, from which the command was computed (t, x, y, yaw, v, yaw_rate,
+    steer, s, d, alpha): a recording then holds each period's state and command, and calibration
+    (bridge/calibration.py) replays the commands in the twin from the logged states."""
 
 
 class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):

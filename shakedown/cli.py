@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="; ".join(f"{k}: {v[1]}" for k, v in BRIDGE.items()) + "; keys: make a CURVE key pair")
     br.set_defaults(func=_bridge)
 
+    ro = sub.add_parser("rollout", add_help=False, help="a candidate policy up the ladder sim -> shadow -> guarded -> "
+                        "canary -> full: plan, run, status, promote, rollback, report (shakedown rollout --help)")
+    ro.set_defaults(func=_rollout)
+
     audit = sub.add_parser("audit", help="verify, search and report on an audit log").add_subparsers(
         dest="audit_command", required=True)
     shown = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
@@ -283,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     from shakedown.scenario_cli import add_parser as add_scenario_parser
 
     add_scenario_parser(sub)
+    from shakedown.calibrate import add_parser as add_calibrate_parser
+
+    add_calibrate_parser(sub)
     return parser
 
 
@@ -328,7 +335,14 @@ def _bridge(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-TAKES_REST = {"demo", "train", "eval", "bridge"}
+def _rollout(args: argparse.Namespace, rest: list[str]) -> int:
+    """plan, run, status, promote, rollback and report parse their own flags (shakedown.rollout)."""
+    from shakedown.rollout import main as rollout_main
+
+    return rollout_main(rest, prog="shakedown rollout")
+
+
+TAKES_REST = {"demo", "train", "eval", "bridge", "rollout", "calibrate"}
 """Commands whose further flags are parsed by their config (tyro), not by argparse."""
 
 

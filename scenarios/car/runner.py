@@ -19,6 +19,7 @@ from agents.control.loop import Controller, MPCController, drive_with
 from agents.control.mpc import FrenetMPC, MPCConfig
 from agents.control.mpc_params import DEFAULT, clamp_dict
 from agents.policies.car_expert import FixedParamsPolicy, ScriptedCarExpert
+from agents.policies.named import python_policy
 from agents.tasks.car.instruction_env import instruction_observation
 from agents.tasks.car.instructions import parse_instruction
 from safety.car.guard import CarGuard
@@ -26,7 +27,7 @@ from safety.verdict import Verdict
 from scenarios.events import Disturbances, EventClock
 from scenarios.space import SampleSpace
 from scenarios.spec import Scenario
-from scenarios.systems import adapter_policy, python_policy, safety_spec
+from scenarios.systems import adapter_policy, safety_spec
 from scenarios.worlds import CAR
 from twin.car.actuation import Command
 from twin.car.twin import CarState, CarTwin, CarTwinConfig

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
+from agents.policies.named import python_policy
 from agents.tasks.factory.envs import FactoryTaskConfig, inspection_observation
 from safety.factory.guard import MOVING, FactoryGuard
 from safety.factory.shield import FactoryShieldState
@@ -25,7 +26,7 @@ from safety.factory.spec import FactorySafetySpec
 from scenarios.events import Disturbances, EventClock
 from scenarios.space import SampleSpace
 from scenarios.spec import Scenario
-from scenarios.systems import python_policy, safety_spec
+from scenarios.systems import safety_spec
 from scenarios.worlds import FACTORY
 from twin.core.bullet import PHYSICS_HZ
 from twin.core.config import ConfigError, path_bounds

@@ -188,6 +188,18 @@ class CarTwin:
         self.delay = DelayLine(self.params.actuation.delay_s, Command(v, 0.0))
         self.world.place_car(self.vs.x, self.vs.y, self.vs.yaw)
 
+    def set_state(self, x: float, y: float, yaw: float, v: float, steer: float = 0.0, yaw_rate: float = 0.0,
+                  slip: float = 0.0) -> None:
+        """Put the car exactly at this state (a logged one, to replay a recording from it): pose (m, rad),
+        speed (m/s), steering angle, yaw rate and slip angle. The clock, the parameters and the commands
+        still in the actuation delay line are kept, so a replay can fill the delay line with the logged
+        commands and then put the car back at the logged state; a crash is cleared (the car is placed anew)."""
+        self.vs = VehicleState(x=float(x), y=float(y), steer=float(steer), v=float(v), yaw=float(yaw),
+                               yaw_rate=float(yaw_rate), slip=float(slip))
+        self._s, self._d, self._idx = self.track.frenet(self.vs.x, self.vs.y)
+        self.crashed = False
+        self.world.place_car(self.vs.x, self.vs.y, self.vs.yaw)
+
     # -- stepping -------------------------------------------------------------------
     def mu_at(self, s: float) -> float:
         patches = self.params.friction_patches

@@ -15,7 +15,9 @@ Two watchdogs guard what reaches the actuators:
   observation this robot sent, or when its action is not a valid parameter set (NaN, out of
   range, unknown names: the robot side does not repair what the policy side sent).
 Before the first decision the car holds still. Every decision applied, every refusal, every
-safe stop and resume and every link event goes into the robot's own audit log.
+safe stop and resume and every link event goes into the robot's own audit log. Every period's
+executed command goes to the policy side (and the recordings) with the state it was computed
+from, so a recording can be replayed in the twin (bridge/calibration).
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ from safety.car.shield import CarShield, CarShieldState
 from safety.car.spec import CarSafetySpec
 from twin.car.actuation import Command
 from twin.car.tracks import load_track
+from twin.car.twin import CarState
 from twin.core.config import bounded, check_bounds
 from twin.core.contracts import Observation
 
 WAITING, RUNNING, STOPPED = "waiting", "running", "safe-stop"
 """Modes: no decision yet (hold still); driving on the last decision; braking after silence."""
 TRACE_FIELDS = ("t", "x", "y", "s", "d", "v", "steer", "speed_cmd", "steer_cmd", "mode")
+STATE_FIELDS = ("t", "x", "y", "yaw", "v", "yaw_rate", "steer", "s", "d", "alpha")
+"""What each period's command message carries of the state read (calibration replays a recording from it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +169,7 @@ class CarRuntime:
                 stop = None
             self._record(report, reading, executed)
             self.client.send(CommandMsg(seq=0, t=now, speed=executed.speed, steer=executed.steer,
-                                        verdict=verdict.kind, mode=self.mode))
+                                        verdict=verdict.kind, mode=self.mode, state=state_record(reading.state)))
             # The wait for the next period is the poll of the link.
             next_tick += period
             wait = max(0.0, next_tick - self.clock()) if self.config.realtime else UNPACED_WAIT_S
@@ -211,6 +216,11 @@ class CarRuntime:
 def _shield_state(reading: CarReading) -> CarShieldState:
     st = reading.state
     return CarShieldState(st.x, st.y, st.yaw, st.v, st.steer, st.s, None)
+
+
+def state_record(state: CarState) -> dict[str, float]:
+    """The STATE_FIELDS of a state, as plain floats (for the period's command message)."""
+    return {name: float(getattr(state, name)) for name in STATE_FIELDS}
 
 
 def stop_latencies(report: RuntimeReport) -> list[float]:
