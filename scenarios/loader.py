@@ -132,6 +132,28 @@ class _Reader:
         return text
 
 
+def _replay(r: _Reader, s: _Node, world: WorldSpec) -> tuple[tuple[float, ...], tuple[tuple[float, float], ...]]:
+    """A recorded drive to play back (policy 'replay'): the start state and one command per control period."""
+    if s.get("policy") != "replay":
+        if "replay" in s:
+            raise r.fail(s.lines["replay"], "system.replay", "only the 'replay' policy plays a recording back")
+        return (), ()
+    if world.kind != "car":
+        raise r.fail(s.lines["policy"], "system.policy", "'replay' plays back a car's recording")
+    node = r.mapping(s.get("replay"), "system.replay", s.lines.get("replay", s.line), {"start", "commands"},
+                     {"start", "commands"})
+    start_node = r.mapping(node["start"], "system.replay.start", node.lines["start"], {"x", "y", "yaw", "v", "steer"},
+                           {"x", "y", "yaw", "v", "steer"})
+    start = tuple(r.number(start_node[k], f"system.replay.start.{k}", node.lines["start"]) for k in ("x", "y", "yaw", "v",
+                                                                                                        "steer"))
+    rows = node["commands"]
+    if not isinstance(rows, list) or not rows or not all(isinstance(c, list) and len(c) == 2 for c in rows):
+        raise r.fail(node.lines["commands"], "system.replay.commands", "expected a non-empty list of [speed, steer] pairs")
+    commands = tuple((r.number(a, "system.replay.commands", node.lines["commands"]),
+                      r.number(b, "system.replay.commands", node.lines["commands"])) for a, b in rows)
+    return start, commands
+
+
 def _check_policy(r: _Reader, policy: str, world: WorldDecl, line: int) -> None:
     if policy.startswith("adapter:"):
         if world.kind != "car":
@@ -272,11 +294,13 @@ def load_text(text: str, source: str = "<text>") -> Scenario:
         except (ConfigError, ValueError, KeyError) as exc:
             raise r.fail(w.lines.get("track", w.line), "world.track", str(exc)) from None
     s = r.mapping(doc.get("system") or _Node(), "system", doc.lines.get("system", 1),
-                  {"policy", "instruction", "shield", "safety", "obstacles"})
+                  {"policy", "instruction", "shield", "safety", "obstacles", "replay"})
+    start, commands = _replay(r, s, world)
     system = SystemSpec(policy=str(s.get("policy", "default" if world.kind == "car" else "heuristic")),
                         instruction=str(s.get("instruction", SystemSpec.instruction)), shield=bool(s.get("shield", True)),
                         safety=tuple((s.get("safety") or {}).items()),
-                        obstacles=tuple(tuple(float(v) for v in ob) for ob in (s.get("obstacles") or ())))
+                        obstacles=tuple(tuple(float(v) for v in ob) for ob in (s.get("obstacles") or ())),
+                        start=start, commands=commands)
     _check_policy(r, system.policy, decl, s.lines.get("policy", s.line))
     _check_safety(r, system, decl, s)
     nominal = _nominal(r, doc.get("nominal"), doc.lines.get("nominal", 1), decl)

@@ -74,6 +74,10 @@ class SystemSpec:
     """Overrides of the world's safety spec (CarSafetySpec / FactorySafetySpec fields), as (field, value) pairs."""
     obstacles: tuple[tuple[float, float, float], ...] = ()
     """Car: static obstacles known to the map, as (s, d, size) in metres."""
+    start: tuple[float, ...] = ()
+    """Car, policy 'replay': the recorded start state (x, y, yaw, v, steer)."""
+    commands: tuple[tuple[float, float], ...] = ()
+    """Car, policy 'replay': the recorded commands, (speed, steer) per control period."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -103,6 +103,7 @@ CAR = WorldDecl(
     policies={"default": "the MPC with its default parameters", "expert": "the scripted expert's MPC parameters",
               "pure-pursuit": "a scripted pure-pursuit driver (no MPC; fast)",
               "reckless": "random throttle and steering (the shield's stress test)",
+              "replay": "a robot's recorded commands played back (system.replay: start, commands)",
               "adapter:<dir>": "the vision-language agent with a trained adapter",
               "python:<module>:<name>": "any Policy answering MPC parameters"},
     params_root=CarParams(),

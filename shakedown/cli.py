@@ -298,6 +298,7 @@ BRIDGE = {
     "serve": ("bridge.serve", "serve a policy to robots over ZeroMQ"),
     "emulate": ("bridge.robot.car.emulator", "an emulated car (or --world factory: cell) driven by a policy server"),
     "record": ("bridge.relay", "record every message between robots and a policy server to MCAP"),
+    "scenario": ("bridge.calibration.scenario", "a robot's recording as a scenario that replays it in the twin"),
 }
 
 

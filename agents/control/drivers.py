@@ -54,3 +54,21 @@ class RecklessDriver:
     def __call__(self, st: CarState) -> Command:
         throttle = self.rng.uniform(0.3, 1.0) * self.rng.choice([1, 1, 1, -1])
         return Command(float(throttle * self.speed_scale), float(self.rng.uniform(-1, 1) * self.steer_max))
+
+
+class ReplayDriver:
+    """Plays back a recorded sequence of commands, one per control period (a robot's log as a scenario);
+    after the last one it holds the steering and stops."""
+
+    def __init__(self, commands: tuple[tuple[float, float], ...]) -> None:
+        self.commands = commands
+        self.k = 0
+
+    def reset(self) -> None:
+        self.k = 0
+
+    def __call__(self, st: CarState) -> Command:
+        k, self.k = self.k, self.k + 1
+        if k < len(self.commands):
+            return Command(*self.commands[k])
+        return Command(0.0, self.commands[-1][1] if self.commands else 0.0)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.control.drivers import PurePursuit, RecklessDriver
+from agents.control.drivers import PurePursuit, RecklessDriver, ReplayDriver
 from agents.control.loop import Controller, MPCController, drive_with
 from agents.control.mpc import FrenetMPC, MPCConfig
 from agents.control.mpc_params import DEFAULT, clamp_dict
@@ -80,6 +80,8 @@ class CarRunner:
         target = self.instruction.target_speed if self.instruction.target_speed is not None else 3.0
         if policy == "pure-pursuit":
             return PurePursuit(self.twin.track, veh.wheelbase, target), {"policy_id": "pure-pursuit"}
+        if policy == "replay":
+            return ReplayDriver(self.scenario.system.commands), {"policy_id": "replay"}
         if policy == "reckless":
             rng = np.random.default_rng([seed, 1])
             return RecklessDriver(rng, 5.0, veh.steer_max), {"policy_id": "reckless-random"}
@@ -106,6 +108,8 @@ class CarRunner:
         draws = dict(twin.randomizer.draw_reset(rng))
         draws.update(sampled.draws)
         twin.reset(rng, draws=draws, obstacles=self.static)
+        if self.scenario.system.start:  # a recorded drive starts where the robot was
+            twin.set_state(*self.scenario.system.start)
         controller, decision = self.controller(seed)
         hooks = _Hooks(self, EventClock(self.scenario.events, sampled.events),
                        Disturbances(self.scenario.disturbances, sampled.disturbances, self.scenario.world.duration_s,
