@@ -118,10 +118,11 @@ def trajectory(text: str, episode: dict) -> plt.Figure:
         axes[0].set_aspect("equal")
         axes[0].set_title("path (blue), walls, obstacles (orange: appeared), failure (x)", fontsize=9)
     else:
-        axes[0].plot(signals["t"], signals["separation"].clip(max=5), label="separation")
-        axes[0].plot(signals["t"], signals["iso_min"], label="ISO minimum")
-        axes[0].legend()
+        for name in ("tool_speed", "belt_speed", "jammed", "person_in_cell", "intervened"):
+            axes[0].plot(signals["t"], signals[name], label=name)
+        axes[0].legend(fontsize=7)
         axes[0].set_xlabel("t (s)")
+        axes[0].set_title("the cell: arm and belt speed (m/s), jam, person, shield", fontsize=9)
     monitor = result.signature.monitor if result.signature else next(iter(result.monitors))
     formula = dict(runner.scenario.monitors)[monitor]
     from scenarios.stl import parse
