@@ -635,7 +635,9 @@ def run_campaign(fn: EpisodeFn, items: Sequence[tuple[int, Any]], store: Episode
                                     "under the same spec; put what generates the items into the spec, or use a new id")
             tally.add(stored[task.index])
     queue = deque(task for task in tasks if task.index not in stored)
-    limit = 1 if backend == "inline" else 2 * workers  # enough to keep workers busy, not the whole campaign
+    # Enough in flight to keep workers busy (Ray pays a scheduling round trip per task: keep more queued), not the
+    # whole campaign.
+    limit = 1 if backend == "inline" else (4 if backend == "ray" else 2) * workers
     with progress_stage(progress, f"campaign {campaign_id}", total=len(tasks), completed=len(tasks) - len(queue)) as bar:
         if queue:
             with contextlib.nullcontext(executor) if executor is not None else open_backend(backend, fn, workers) as runner:
