@@ -99,7 +99,7 @@ class Estimate:
         """One line, e.g. 'p = 2.3e-4 [1.9e-4, 2.7e-4] 95% (CE-IS, 1,200 episodes, ESS 340)'."""
         extra = f", {self.errored:,} errored" if self.errored else ""
         equivalent = self.details.get("mc_equivalent")
-        if equivalent is not None and math.isfinite(equivalent):
+        if equivalent is not None and math.isfinite(equivalent) and equivalent > 0:
             # Kish's ESS is tiny for a good rare-event proposal; the plain-MC equivalent is the figure to compare.
             extra += f", as precise as {equivalent:,.0f} plain Monte Carlo episodes"
         return (f"p = {_sci(self.p)} [{_sci(self.ci_low)}, {_sci(self.ci_high)}] {self.confidence * 100:g}% "

@@ -35,14 +35,13 @@ class EventClock:
 
     def due(self, t: float, signals: Mapping[str, float]) -> list[tuple[EventSpec, dict[str, float]]]:
         """The events whose action must happen now, given this step's signals."""
-        arrays = {k: np.array([float(v)]) for k, v in signals.items()}
-        time = np.array([t])
+        if self._armed:  # once every event has fired, nothing is left to evaluate each step
+            arrays = {k: np.array([float(v)]) for k, v in signals.items()}
+            time = np.array([t])
         for event in self.events:
             if event.name not in self._armed:
                 continue
-            rho = self._formulas[event.name].robustness(arrays, time)
-            # Robustness 0 is the boundary: 't >= 3' holds there (fires at 3.00 s), 't > 3' does not.
-            now = rho > 0 or (rho == 0 and any(op in event.trigger.when for op in ("<=", ">=")))
+            now = self._formulas[event.name].holds(arrays, time)  # 't >= 3' fires at 3.00 s, 't > 3' one step later
             before = self._prev[event.name]
             self._prev[event.name] = now
             edge = event.trigger.edge

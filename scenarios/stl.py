@@ -194,6 +194,8 @@ class _Apply:
 class _Compare:
     source: str
     greater: bool
+    strict: bool
+    """'>' or '<' (at the boundary, robustness 0, it does not hold); '>=' or '<=' (it does)."""
     left: object
     right: object
 
@@ -212,6 +214,10 @@ class _Compare:
     def decided(self, tr: _Trace) -> int:
         return 0
 
+    def holds(self, tr: _Trace) -> np.ndarray:
+        d = self.rho(tr)
+        return d > 0 if self.strict else d >= 0
+
 
 @dataclasses.dataclass(frozen=True)
 class _Not:
@@ -219,6 +225,9 @@ class _Not:
 
     def rho(self, tr: _Trace) -> np.ndarray:
         return -self.child.rho(tr)
+
+    def holds(self, tr: _Trace) -> np.ndarray:
+        return ~self.child.holds(tr)
 
     def decided(self, tr: _Trace) -> int:
         return self.child.decided(tr)
@@ -238,6 +247,13 @@ class _Junction:
             out = op(out, child.rho(tr))
         return out
 
+    def holds(self, tr: _Trace) -> np.ndarray:
+        op = np.logical_and if self.is_and else np.logical_or
+        out = self.children[0].holds(tr)
+        for child in self.children[1:]:
+            out = op(out, child.holds(tr))
+        return out
+
     def decided(self, tr: _Trace) -> int:
         at_zero = [child.rho(tr)[0] for child in self.children]
         pick = int(np.argmin(at_zero) if self.is_and else np.argmax(at_zero))
@@ -251,6 +267,9 @@ class _Implies:
 
     def rho(self, tr: _Trace) -> np.ndarray:
         return np.maximum(-self.premise.rho(tr), self.conclusion.rho(tr))
+
+    def holds(self, tr: _Trace) -> np.ndarray:
+        return ~self.premise.holds(tr) | self.conclusion.holds(tr)
 
     def decided(self, tr: _Trace) -> int:
         if -self.premise.rho(tr)[0] >= self.conclusion.rho(tr)[0]:
@@ -273,6 +292,9 @@ class _Temporal:
         acc = np.minimum.accumulate if self.is_always else np.maximum.accumulate
         return acc(inner[::-1])[::-1]
 
+    def holds(self, tr: _Trace) -> np.ndarray:
+        return self.rho(tr) > 0  # a temporal formula at robustness 0 counts as not holding
+
     def decided(self, tr: _Trace) -> int:
         inner = self.child.rho(tr)
         if self.window is not None:
@@ -287,6 +309,9 @@ class _Until:
 
     def rho(self, tr: _Trace) -> np.ndarray:
         return _until(self.hold.rho(tr), self.reach.rho(tr))
+
+    def holds(self, tr: _Trace) -> np.ndarray:
+        return self.rho(tr) > 0
 
     def decided(self, tr: _Trace) -> int:
         # The witness j* maximising min(g(j), min f[0:j]); it is decided by g at j*, or by f's minimum before j*.
@@ -319,6 +344,13 @@ class Formula:
     def robustness(self, signals: Mapping[str, np.ndarray], t: np.ndarray) -> float:
         """Robustness of the whole trace (at index 0); failed iff < 0."""
         return float(self.robustness_trace(signals, t)[0])
+
+    def holds(self, signals: Mapping[str, np.ndarray], t: np.ndarray) -> bool:
+        """Whether the formula holds at index 0, with the comparisons' own strictness at their boundary
+        ('t >= 3' holds at t = 3, 't > 3' does not; robustness alone cannot tell them apart): event triggers."""
+        tr = _Trace(self, signals, t)
+        with np.errstate(all="ignore"):
+            return bool(self._root.holds(tr)[0])
 
     def decided_at(self, signals: Mapping[str, np.ndarray], t: np.ndarray) -> int:
         """The time index that decides the verdict at index 0, for saying *when* a run failed.
@@ -453,7 +485,8 @@ class _Builder:
                                            f"are supported{hint}")
                 where = f"in the comparison {self.piece(node)}"
                 return _Compare(ast.get_source_segment(self.text, node), _GREATER[type(ops[0])],
-                                self.arithmetic(left, where), self.arithmetic(comparators[0], where))
+                                isinstance(ops[0], ast.Gt | ast.Lt), self.arithmetic(left, where),
+                                self.arithmetic(comparators[0], where))
             case ast.BoolOp(op=op, values=values):
                 return _Junction(isinstance(op, ast.And), tuple(self.formula(v) for v in values))
             case ast.Call(func=ast.Name(id=name), args=args, keywords=keywords):

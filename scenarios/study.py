@@ -25,9 +25,11 @@ from scenarios.campaign import EpisodeStore, open_backend, run_campaign
 from scenarios.episode import episode_row, runner_for
 from scenarios.estimate import Estimate, cross_entropy_is, monte_carlo, subset_simulation
 from scenarios.search import SAMPLERS, Sample, most_likely, search
-from twin.core.progress import Progress, progress_stage
+from twin.core.progress import NullProgress, Progress, progress_stage
 
 ESTIMATORS = ("mc", "ce-is", "subset")
+ESTIMATOR_SIZES = {"mc": {"n": 1000}, "ce-is": {"n_per_stage": 200, "n_final": 400}, "subset": {"n_per_level": 200}}
+"""Episode counts each estimator uses unless told otherwise."""
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -73,8 +75,9 @@ class CampaignEvaluator(contextlib.ExitStack):
             else len(items)
         if self._executor is None and self.backend != "inline" and todo > 1:
             self._executor = self.enter_context(open_backend(self.backend, episode_row, self.workers))
+        # Silent: the study shows one bar for all its batches.
         stored = run_campaign(episode_row, items, self.store, self.study_id, self.spec, backend=self.backend,
-                              workers=self.workers, progress=_Quiet(), executor=self._executor)
+                              workers=self.workers, progress=NullProgress(), executor=self._executor)
         by_index = {row.index: row for row in stored}
         out = np.empty(len(items))
         for k, (index, payload) in enumerate(items):
@@ -83,22 +86,6 @@ class CampaignEvaluator(contextlib.ExitStack):
                               "error": row.error})
             out[k] = robustness_of(row.result)
         return out
-
-
-class _Quiet:
-    """The study shows one bar for all its batches; each batch's campaign stays silent."""
-
-    def start(self, description: str, total: int, completed: int = 0) -> None:
-        pass
-
-    def advance(self, steps: int = 1, note: str = "") -> None:
-        pass
-
-    def set_completed(self, completed: int, note: str = "") -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,21 +211,16 @@ def _estimate(ev: CampaignEvaluator, method: str, seed: int, progress: Progress 
                          "coordinates: use `run` for plain Monte Carlo over seeds")
     rng = np.random.default_rng(seed)
     batch = options.pop("batch", max(4 * workers, 32))
-    planned = {"mc": options.get("n", 1000),
-               "ce-is": options.get("n_per_stage", 200) * 4 + options.get("n_final", 400),
-               "subset": options.get("n_per_level", 200) * 4}[method]
+    sizes = {k: options.pop(k, v) for k, v in ESTIMATOR_SIZES[method].items()}
+    # The bar's total: CE-IS and subset simulation usually settle within about four stages or levels.
+    planned = sizes["n"] if method == "mc" else 4 * sizes.get("n_per_stage", sizes.get("n_per_level", 0)) + \
+        sizes.get("n_final", 0)
+    estimator = {"mc": monte_carlo, "ce-is": cross_entropy_is, "subset": subset_simulation}[method]
     with progress_stage(progress, f"estimate {method} {ev.space.scenario.name}", planned) as bar:
         def shown(done: int, _planned: int) -> None:
             bar.set_completed(len(ev.rows))
 
-        if method == "mc":
-            est = monte_carlo(ev, ev.space.d, options.pop("n", 1000), rng, batch=batch, progress=shown, **options)
-        elif method == "ce-is":
-            est = cross_entropy_is(ev, ev.space.d, rng, n_per_stage=options.pop("n_per_stage", 200),
-                                   n_final=options.pop("n_final", 400), batch=batch, progress=shown, **options)
-        else:
-            est = subset_simulation(ev, ev.space.d, rng, n_per_level=options.pop("n_per_level", 200), batch=batch,
-                                    progress=shown, **options)
+        est = estimator(ev, ev.space.d, rng=rng, batch=batch, progress=shown, **sizes, **options)
     return StudyResult(ev.space.scenario.name, "estimate", method, seed, tuple(ev.space.names()), _episodes(ev),
                        estimate=_estimate_dict(est), text=text, source=source)
 

@@ -11,11 +11,11 @@ each in the twin.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from agents.vlm.model_store import file_sha256
 from bridge.recording import read_messages
 from bridge.robot.car.runtime import STATE_FIELDS
 
@@ -70,14 +70,6 @@ class DriveLog:
     @property
     def duration_s(self) -> float:
         return float(self["t"][-1] - self["t"][0]) if len(self) else 0.0
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _messages(path: Path) -> tuple[list[tuple[str, dict]], bool]:

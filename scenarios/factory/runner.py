@@ -34,15 +34,18 @@ from twin.core.contracts import Policy
 from twin.factory.command import FactoryCommand
 from twin.factory.params import FactoryParams
 from twin.factory.person import PATROL_Y
-from twin.factory.twin import DECISIONS, FactoryStepReport, FactoryTwin, FactoryTwinConfig
+from twin.factory.twin import DECISIONS, EVENTS, FactoryStepReport, FactoryTwin, FactoryTwinConfig
 
 NOMINAL_ARM_SPEED = FactoryTaskConfig().arm_speed
 """Arm tool speed the line commands (m/s), the inspection env's; the shield may lower it."""
 CELL_EDGE_Y = PATROL_Y + path_bounds(FactoryParams(), "person.patrol_offset")[0]
 """The cell's edge on the person's side (m): the nearest any patrol line comes to the belt. The person
 only crosses it on a visit into the cell, so 'in the cell' is 'nearer the belt than this'."""
-INJECTED = ("jam", "person_enter", "part_fall", "glare", "belt_slip")
-"""Actions that are the twin's own event injections (the rest: `arm_speed`, a command override)."""
+COMMAND_ACTIONS = ("arm_speed",)
+"""Actions that override the line's command; every other declared action is one of the twin's own injections."""
+if set(FACTORY.actions) != {*EVENTS, *COMMAND_ACTIONS}:  # the declaration, the twin and this runner must agree
+    raise ImportError(f"scenarios.worlds declares factory actions {sorted(FACTORY.actions)}, but the factory runner "
+                      f"runs {sorted({*EVENTS, *COMMAND_ACTIONS})}: keep them in step")
 
 
 def check_control_hz(hz: float) -> None:
@@ -175,11 +178,9 @@ class _Episode:
         p = {**{q.name: q.default for q in FACTORY.actions[action].params}, **params}
         if action == "arm_speed":
             self.override = (_time(self.twin) + p["duration_s"], p["speed"])
-        elif action in INJECTED:
+        else:  # one of the twin's injections (checked when this module loads)
             given = {"duration": p.get("duration_s"), "magnitude": p.get("magnitude")}
             self.twin.inject(action, **{k: v for k, v in given.items() if v is not None})
-        else:  # a declared action nobody implemented is a bug here, not in the scenario file
-            raise NotImplementedError(f"factory action {action!r} is declared in scenarios.worlds but not run")
 
     def _inspect(self) -> None:
         """The inspector decides every part waiting at the inspection line, as the inspection env asks it."""
