@@ -147,24 +147,34 @@ class LogContents:
     """(byte offset, bytes) of a partial last line, if any."""
 
 
-_TAIL = re.compile(rb',"hash":"([0-9a-f]{64})"(,"kind":"([^"\\\\]*)","prev":"([0-9a-f]{64})","seq":(0|[1-9][0-9]*),'
+TAIL_PATTERN = re.compile(rb',"hash":"([0-9a-f]{64})"(,"kind":"([^"\\\\]*)","prev":"([0-9a-f]{64})","seq":(0|[1-9][0-9]*),'
                    rb'"time":-?[0-9][0-9.e+-]*})')
+
+
+def tail_match(line: bytes) -> tuple[int, re.Match[bytes]] | None:
+    """Where a canonical line's fixed-shape tail starts and its match (groups: hash, the hashed
+    tail, kind, prev, seq), or None for a line of any other shape.
+
+    Keys sort as body < hash < kind < prev < seq < time, so a canonical line is the body, then
+    the tail; the writer hashed the line without its hash field, i.e. line[:at] + group 2.
+    The last `,"hash":"` is the top-level one (a body's own ones come before it)."""
+    if not line.startswith(b'{"body":{'):  # an object body; anything else gets the full parse
+        return None
+    at = line.rfind(b',"hash":"')
+    m = TAIL_PATTERN.fullmatch(line, at) if at > 0 else None
+    return None if m is None else (at, m)
 
 
 def line_fields(line: bytes) -> tuple[int, str, str, str, bytes, bytes] | None:
     """(seq, kind, prev, hash, hashed bytes, body bytes) of a canonical line, read without parsing its body.
 
-    Keys sort as body < hash < kind < prev < seq < time, so a canonical line is the body, then
-    a fixed-shape tail; the writer hashed the line without its hash field. The last
-    `,"hash":"` is the top-level one (a body's own ones come before it). A line of any other
-    shape returns None and gets the full parse. Hashing the bytes as they are also covers
-    what the canonical-form check did: any edit changes the hash, the chain or a signed root."""
-    if not line.startswith(b'{"body":{'):  # an object body; anything else gets the full parse
+    A line of any other shape returns None and gets the full parse. Hashing the bytes as they
+    are also covers what the canonical-form check did: any edit changes the hash, the chain
+    or a signed root."""
+    found = tail_match(line)
+    if found is None:
         return None
-    at = line.rfind(b',"hash":"')
-    m = _TAIL.fullmatch(line, at) if at > 0 else None
-    if m is None:
-        return None
+    at, m = found
     return (int(m.group(5)), m.group(3).decode(), m.group(4).decode(), m.group(1).decode(), line[:at] + m.group(2),
             line[8:at])
 
@@ -178,12 +188,58 @@ def _signed_head_size(head_path: Path) -> int:
     return size if isinstance(size, int) and not isinstance(size, bool) else 0
 
 
+class LineStream:
+    """The complete lines of a file, read a block at a time: memory is bounded by the block and
+    the longest line, whatever the file's size. After iterating, `torn_tail` holds the
+    (byte offset, bytes) of a partial last line (a write that was cut off), if any. A missing
+    file has no lines."""
+
+    def __init__(self, path: Path | str, block: int = 1 << 20) -> None:
+        self.path = Path(path)
+        self.block = block
+        self.torn_tail: tuple[int, bytes] | None = None
+
+    def batches(self) -> Iterator[list[bytes]]:
+        """Lists of consecutive complete lines (without their newlines), one per block read."""
+        self.torn_tail = None
+        if not self.path.exists():
+            return
+        carry, offset = b"", 0
+        with open(self.path, "rb") as f:
+            while block := f.read(self.block):
+                offset += len(block)
+                lines = (carry + block if carry else block).split(b"\n")
+                carry = lines.pop()  # after the last newline: the start of the next line
+                if lines:
+                    yield lines
+        if carry:
+            self.torn_tail = (offset - len(carry), carry)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for lines in self.batches():
+            yield from lines
+
+
 def read_lines(path: Path) -> LogContents:
-    data = Path(path).read_bytes() if Path(path).exists() else b""
-    parts = data.split(b"\n")
-    tail = parts.pop()  # after the last newline: empty unless a write was cut off
-    torn = (len(data) - len(tail), tail) if tail else None
-    return LogContents(parts, torn)
+    """All of a (small) file's lines in memory; long logs are read with `LineStream`."""
+    stream = LineStream(path)
+    lines = list(stream)
+    return LogContents(lines, stream.torn_tail)
+
+
+def quarantine_torn_tail(path: Path, offset: int, torn: bytes) -> Path:
+    """Keep a torn last line's bytes in `<name>.torn-<offset>` (written and synced first, so a
+    kill at any point loses nothing), then cut the file back to the last whole line."""
+    quarantine = path.with_name(f"{path.name}.torn-{offset}")
+    if not quarantine.exists() or quarantine.read_bytes() != torn:
+        tmp = quarantine.with_name(quarantine.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(torn)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, quarantine)
+    os.truncate(path, offset)
+    return quarantine
 
 
 class AuditLog:
@@ -201,8 +257,10 @@ class AuditLog:
         self._frontier = MerkleFrontier()
         self._prev = GENESIS
         self._since_checkpoint = 0
-        contents = read_lines(self.path)
-        for i, line in enumerate(contents.lines):
+        stream = LineStream(self.path)  # streamed: opening a long log does not hold it in memory
+        count = 0
+        for i, line in enumerate(stream):
+            count += 1
             fields = line_fields(line)
             if (fields is None or fields[0] != i or fields[2] != self._prev
                     or hashlib.sha256(fields[4]).hexdigest() != fields[3]):
@@ -213,26 +271,30 @@ class AuditLog:
             self._prev = fields[3]
             self._since_checkpoint = 0 if fields[1] == "checkpoint" else self._since_checkpoint + 1
         signed_size = _signed_head_size(self.head_path)
-        if signed_size and signed_size + 1 > len(contents.lines):  # the head's checkpoint is entry `signed_size`
+        if signed_size and signed_size + 1 > count:  # the head's checkpoint is entry `signed_size`
             # Fewer complete entries than the signed head covers: entries were removed, not torn by a
             # crash (a crash tears at most the entry after the head). Appending (or repairing) would
             # sign the shorter history and launder the removal.
-            raise AuditError(f"{self.path}: {len(contents.lines)} complete entries but the signed head covers "
+            raise AuditError(f"{self.path}: {count} complete entries but the signed head covers "
                              f"{signed_size} and its checkpoint: entries were cut off; this is tampering, not a torn write, and "
                              "history is never moved backward; keep the file as evidence and start a new log")
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if contents.torn_tail is not None:
-            offset, torn = contents.torn_tail
+        if stream.torn_tail is not None:
+            offset, torn = stream.torn_tail
             if not repair:
                 os.close(self._fd)
                 raise TornTailError(
                     f"{self.path}: the last {len(torn)} bytes (from byte {offset}) are a partial entry, "
                     "cut off mid-write; open with repair=True (or `shakedown audit repair`) to quarantine "
                     "them and continue")
-            quarantine = self.path.with_name(f"{self.path.name}.torn-{offset}")
-            quarantine.write_bytes(torn)
-            os.truncate(self.path, offset)
-            self.append("repair", {"torn_offset": offset, "torn_bytes": len(torn),
+            quarantine_torn_tail(self.path, offset, torn)
+        # Bytes quarantined from where the log now ends have no record yet (a record would start
+        # there): this repair, or one killed after cutting them off. Record it, so none goes unlogged.
+        end = os.fstat(self._fd).st_size
+        quarantine = self.path.with_name(f"{self.path.name}.torn-{end}")
+        if quarantine.exists():
+            torn = quarantine.read_bytes()
+            self.append("repair", {"torn_offset": end, "torn_bytes": len(torn),
                                    "torn_sha256": hashlib.sha256(torn).hexdigest(), "quarantined_to": quarantine.name})
 
     @property
@@ -309,7 +371,7 @@ class AuditLog:
 
 def iter_entries(path: Path | str) -> Iterator[dict[str, Any]]:
     """Entries that parse, in order (for search and reports; use verify for trust)."""
-    for line in read_lines(Path(path)).lines:
+    for line in LineStream(path):
         try:
             yield json.loads(line)
         except ValueError:

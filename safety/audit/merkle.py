@@ -82,24 +82,50 @@ def verify_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes], 
 
 
 class MerkleFrontier:
-    """Merkle tree hash of a growing list in O(log n) per leaf (the perfect subtrees' roots)."""
+    """Merkle tree hash of a growing list in O(log n) per leaf (the perfect subtrees' roots).
+
+    `add_subtree` takes the root of a whole perfect subtree at once (a verifier that hashed a
+    block of 2^k leaves elsewhere), and `root(extra)` the root with a few more perfect
+    subtrees after the ones held: so the roots of a long log can be put together from
+    blocks hashed in parallel."""
 
     def __init__(self) -> None:
         self._stack: list[tuple[int, bytes]] = []
         self.size = 0
 
     def add(self, leaf: bytes) -> None:
-        self._stack.append((1, leaf))
-        self.size += 1
+        self.add_subtree(1, leaf)
+
+    def add_subtree(self, size: int, root: bytes) -> None:
+        """Append a perfect subtree of `size` leaves (a power of two, at a multiple of `size`)."""
+        if size & (size - 1) or self.size % size:
+            raise ValueError(f"a subtree of {size} leaves cannot follow {self.size} leaves: it must be a power of "
+                             "two starting at a multiple of its size")
+        self._stack.append((size, root))
+        self.size += size
         while len(self._stack) > 1 and self._stack[-1][0] == self._stack[-2][0]:
             (n, right), (_, left) = self._stack.pop(), self._stack.pop()
             self._stack.append((2 * n, node_hash(left, right)))
 
-    def root(self) -> bytes:
-        if not self._stack:
+    @property
+    def subtrees(self) -> tuple[tuple[int, bytes], ...]:
+        """(size, root) of the perfect subtrees that make up the tree so far, largest first."""
+        return tuple(self._stack)
+
+    def root(self, extra: Sequence[tuple[int, bytes]] = ()) -> bytes:
+        """The tree hash of the leaves so far, followed by the perfect subtrees `extra` (as
+        `add_subtree` takes them; this frontier is left as it is)."""
+        stack = self._stack
+        if extra:
+            ahead = MerkleFrontier()
+            ahead._stack, ahead.size = list(self._stack), self.size
+            for size, root in extra:
+                ahead.add_subtree(size, root)
+            stack = ahead._stack
+        if not stack:
             return hashlib.sha256(b"").digest()
-        r = self._stack[-1][1]
-        for _, h in reversed(self._stack[:-1]):
+        r = stack[-1][1]
+        for _, h in reversed(stack[:-1]):
             r = node_hash(h, r)
         return r
 

@@ -13,17 +13,25 @@ clear problem, never a traceback.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
+import multiprocessing
+import os
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from safety.audit.keys import key_id
-from safety.audit.log import GENESIS, canonical, entry_hash, head_payload, line_fields, read_lines
+from safety.audit.log import GENESIS, TAIL_PATTERN, canonical, entry_hash, head_payload, read_lines
 from safety.audit.merkle import MerkleFrontier, inclusion_path, leaf_hash, verify_inclusion
 
 TAMPERING, INPUT = "tampering", "input"
@@ -124,81 +132,247 @@ def _parse_entry(line: bytes) -> tuple[dict[str, Any] | None, str]:
     return entry, ""
 
 
+CHUNK_BYTES = 1 << 20
+"""About how much of the log is checked as one unit (whole lines). Chunks are hashed apart, in
+parallel, each into the aligned perfect Merkle subtrees its lines cover, put together in order."""
+PARALLEL_BYTES = 32 << 20
+"""Logs at least this large are checked on all cores (when `verify` is left to choose)."""
+
+
+@dataclasses.dataclass
+class ChunkScan:
+    """What one chunk of consecutive entries says, checked on its own (see `scan_chunk`)."""
+
+    start: int
+    """Index of its first entry."""
+    count: int
+    """Entries in it."""
+    first_prev: str | None
+    """The first entry's 'prev' (None when that entry is unreadable): the previous chunk's last hash."""
+    last_hash: str
+    """The last good entry's hash."""
+    subtrees: tuple[tuple[int, bytes], ...]
+    """(size, root) of the perfect subtrees the good entries make up, each aligned in the whole log
+    (at a multiple of its size), in order: `MerkleFrontier.add_subtree` takes them as they are."""
+    checkpoints: list[tuple[int, dict[str, Any], tuple[tuple[int, bytes], ...]]]
+    """(index, body, subtrees of this chunk's entries before it) of each checkpoint whose shape,
+    size, chain head and signature hold; its root is checked against the whole log's frontier."""
+    prefixes: dict[int, tuple[tuple[int, bytes], ...]]
+    """Subtrees of this chunk's entries before each wanted prefix size inside it (witnessed heads)."""
+    problem: tuple[int, str] | None
+    """(index, reason) of the first entry found wrong here, if any."""
+
+
+@functools.lru_cache(maxsize=4)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def scan_chunk(start: int, lines: Sequence[bytes], public_raw: bytes, want: frozenset[int] = frozenset()) -> ChunkScan:
+    """Check entries `start`, `start + 1`, ... on their own: canonical shape, sequence numbers,
+    the chain inside the chunk, each entry's hash, and each checkpoint's shape, size, chain head
+    and signature; hash the leaves. What needs the entries before the chunk (its first 'prev',
+    the checkpoints' Merkle roots) is left to the caller, who has them."""
+    public = _public_key(public_raw)
+    kid = key_id(public)
+    sha256, fullmatch = hashlib.sha256, TAIL_PATTERN.fullmatch
+    stack: list[tuple[int, bytes]] = []  # this chunk's aligned subtrees, kept inline: it is the hot loop
+    first_prev: str | None = None
+    prev = ""
+    checkpoints: list[tuple[int, dict[str, Any], tuple[tuple[int, bytes], ...]]] = []
+    prefixes: dict[int, tuple[tuple[int, bytes], ...]] = {}
+
+    def result(problem: tuple[int, str] | None) -> ChunkScan:
+        return ChunkScan(start, len(lines), first_prev, prev, tuple(stack), checkpoints, prefixes, problem)
+
+    for j, line in enumerate(lines):
+        i = start + j
+        if want and i in want:
+            prefixes[i] = tuple(stack)
+        # The fast path reads a canonical line's fixed-shape tail (see `tail_match`) without
+        # parsing its body and hashes its bytes as they are; anything else gets the full parse.
+        at = line.rfind(b',"hash":"') if line.startswith(b'{"body":{') else -1
+        m = fullmatch(line, at) if at > 0 else None
+        body = None
+        if m is not None:
+            seq, kind, entry_prev, h = int(m.group(5)), m.group(3), m.group(4).decode(), m.group(1).decode()
+            if kind == b"checkpoint":
+                try:
+                    body = json.loads(line[8:at])
+                except ValueError:
+                    m = None  # the full parse below names what is wrong
+        if m is not None:
+            if seq != i:
+                return result((i, f"sequence number {seq} where {i} was expected (an entry was deleted, inserted or moved)"))
+            if j == 0:
+                first_prev = prev = entry_prev
+            if entry_prev != prev:
+                return result((i, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)"))
+            view = memoryview(line)  # the line without its hash field, hashed without copying it
+            digest = sha256(view[:at])
+            digest.update(view[m.start(2):])
+            if digest.hexdigest() != h:
+                return result((i, "entry hash does not match its content (the entry was modified)"))
+        else:
+            entry, why = _parse_entry(line)
+            if entry is None:
+                return result((i, f"not a valid entry: {why}"))
+            seq, kind, body, entry_prev, h = entry["seq"], entry["kind"], entry["body"], entry["prev"], entry["hash"]
+            if seq != i:
+                return result((i, f"sequence number {seq} where {i} was expected (an entry was deleted, inserted or moved)"))
+            if j == 0:
+                first_prev = prev = entry_prev
+            if entry_prev != prev:
+                return result((i, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)"))
+            if entry_hash(entry) != h:
+                return result((i, "entry hash does not match its content (the entry was modified)"))
+            if canonical(entry) != line:
+                return result((i, "entry is not in canonical form (its bytes were edited)"))
+            kind = kind.encode("utf-8", "backslashreplace")
+        if kind == b"checkpoint":
+            bad_shape = malformed_head(body)
+            if bad_shape:
+                return result((i, f"checkpoint body {bad_shape}"))
+            if body["tree_size"] != i or body["chain_head"] != entry_prev:
+                return result((i, "checkpoint does not match the entries before it (root, size or chain head)"))
+            bad = _check_signature(body, public, kid)
+            if bad:
+                return result((i, bad))
+            checkpoints.append((i, body, tuple(stack)))
+        leaf = sha256(b"\x00")
+        leaf.update(line)
+        node, size = leaf.digest(), 1
+        # Merge equal neighbours only into subtrees aligned in the whole log (the chunk may start anywhere).
+        while stack and stack[-1][0] == size and (i + 1) % (2 * size) == 0:
+            node = sha256(b"\x01" + stack.pop()[1] + node).digest()
+            size *= 2
+        stack.append((size, node))
+        prev = h
+    if want and start + len(lines) in want:
+        prefixes[start + len(lines)] = tuple(stack)
+    return result(None)
+
+
+class ChunkReader:
+    """A log's chunks of whole lines, as (index of the first line, byte offset, bytes), each about
+    CHUNK_BYTES long, read a block at a time (memory: a block and a chunk, whatever the log's
+    length). After reading, `torn_tail` holds the (byte offset, bytes) of a partial last line."""
+
+    def __init__(self, path: Path, block: int = 4 << 20) -> None:
+        self.path, self.block = path, block
+        self.torn_tail: tuple[int, bytes] | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
+        start = offset = 0  # index of the next chunk's first line; file offset of data[0]
+        data = b""
+        with open(self.path, "rb") as f:
+            while more := f.read(self.block):
+                data = data + more if data else more
+                pos = 0
+                while len(data) - pos >= CHUNK_BYTES:
+                    end = data.rfind(b"\n", pos, pos + CHUNK_BYTES) + 1 or data.find(b"\n", pos + CHUNK_BYTES) + 1
+                    if not end:  # one line longer than a chunk, not yet whole
+                        break
+                    chunk = data[pos:end]
+                    yield start, offset + pos, chunk
+                    start, pos = start + chunk.count(b"\n"), end
+                data, offset = data[pos:], offset + pos
+        end = data.rfind(b"\n") + 1
+        if end or start == 0:  # the last lines (or, for a log without a whole line, an empty chunk)
+            yield start, offset, data[:end]
+        if end < len(data):
+            self.torn_tail = (offset + end, data[end:])
+
+
+def _scan_range(path: str, start: int, offset: int, length: int, public_raw: bytes, want: frozenset[int]) -> ChunkScan:
+    """`scan_chunk` on the lines at a byte range of the log (run in a worker: it reads them itself)."""
+    with open(path, "rb") as f:
+        data = os.pread(f.fileno(), length, offset)
+    return scan_chunk(start, data.split(b"\n")[:-1], public_raw, want)
+
+
+def _scans(reader: ChunkReader, public_raw: bytes, want: frozenset[int], workers: int) -> Iterator[ChunkScan]:
+    """Chunk scans in log order, computed here or on `workers` processes (a bounded number of
+    chunks in flight, so memory stays bounded however long the log is)."""
+    if workers <= 1:
+        for start, _, data in reader:
+            yield scan_chunk(start, data.split(b"\n")[:-1], public_raw, want)
+        return
+    # fork: the workers need nothing but this module, and start in milliseconds (spawn would
+    # re-import it); `verify` only asks for workers when this process runs no other threads.
+    # Workers read their chunk's bytes themselves: the parent only finds where chunks start.
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        in_flight: collections.deque[concurrent.futures.Future[ChunkScan]] = collections.deque()
+        for start, offset, data in reader:
+            in_flight.append(pool.submit(_scan_range, str(reader.path), start, offset, len(data), public_raw, want))
+            if len(in_flight) > 2 * workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+
+
+def _default_workers(path: Path) -> int:
+    """All cores for a long log, when fork is safe here (no other threads); else this process."""
+    if (path.stat().st_size < PARALLEL_BYTES or threading.active_count() > 1
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        return 1
+    return min(2, os.cpu_count() or 1)
+
+
 def verify(path: Path | str, public: Ed25519PublicKey, allow_unsigned_tail: bool = False,
-           allow_missing_head: bool = False, witness: Path | str | None = None) -> VerifyReport:
+           allow_missing_head: bool = False, witness: Path | str | None = None,
+           workers: int | None = None) -> VerifyReport:
     """Check a log. Strict by default: entries after the last checkpoint (not yet signed), a
     missing signed head, a missing or empty log all fail; `witness` (a witness store) adds
-    the check that the log is neither shorter than nor inconsistent with any head it saw."""
+    the check that the log is neither shorter than nor inconsistent with any head it saw.
+
+    The log is streamed (bounded memory, whatever its length) in chunks of about CHUNK_BYTES;
+    `workers` processes check chunks in parallel (default: both cores for a log of
+    PARALLEL_BYTES or more). The report is the same whichever way it was computed."""
     path = Path(path)
     kid = key_id(public)
     if not path.exists():
         return VerifyReport(False, 0, 0, 0, 0, Problem(0, f"{path} does not exist", INPUT), kid)
-    contents = read_lines(path)
-    if not contents.lines and contents.torn_tail is None:
+    if path.stat().st_size == 0:
         return VerifyReport(False, 0, 0, 0, 0, Problem(0, f"{path} is empty: there is nothing to verify", INPUT), kid)
     witnessed = _witnessed_heads(witness, kid) if witness is not None else []
     if isinstance(witnessed, str):
         return VerifyReport(False, 0, 0, 0, 0, Problem(0, witnessed, INPUT), kid)
-    want_roots = {h["tree_size"] for h in witnessed}
-    frontier = MerkleFrontier()
+    want = frozenset(h["tree_size"] for h in witnessed)
+    reader = ChunkReader(path)
+    frontier = MerkleFrontier()  # of whole chunks: each chunk's root is one perfect subtree
     prev = GENESIS
-    checkpoints = signed = 0
+    checkpoints = signed = n = 0
     roots: dict[int, str] = {}
-    prefix_roots: dict[int, str] = {0: frontier.root().hex()} if 0 in want_roots else {}
+    prefix_roots: dict[int, str] = {}
+    public_raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    scans = _scans(reader, public_raw, want, workers if workers is not None else _default_workers(path))
 
     def fail(i: int, reason: str, line: int | None = None) -> VerifyReport:
-        return VerifyReport(False, len(contents.lines), i, checkpoints, signed,
-                            Problem(i + 1 if line is None else line, reason), kid, len(witnessed))
+        scans.close()  # stops the workers; the entries after a problem are only counted
+        problem = Problem(i + 1 if line is None else line, reason)
+        return VerifyReport(False, _count_lines(path), i, checkpoints, signed, problem, kid, len(witnessed))
 
-    for i, line in enumerate(contents.lines):
-        fast = line_fields(line)
-        body = None
-        if fast is not None and fast[1] == "checkpoint":
-            try:
-                body = json.loads(fast[5])
-            except ValueError:
-                fast = None  # the full parse below names what is wrong
-        if fast is not None:  # the common case: no JSON parse of the body, one hash of the line's bytes
-            seq, kind, entry_prev, h, hashed, _ = fast
-            if seq != i:
-                return fail(i, f"sequence number {seq} where {i} was expected (an entry was deleted, inserted or moved)")
-            if entry_prev != prev:
-                return fail(i, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)")
-            if hashlib.sha256(hashed).hexdigest() != h:
-                return fail(i, "entry hash does not match its content (the entry was modified)")
-        else:  # anything unusual gets the full, typed parse and names what is wrong
-            entry, why = _parse_entry(line)
-            if entry is None:
-                return fail(i, f"not a valid entry: {why}")
-            seq, kind, body, entry_prev, h = entry["seq"], entry["kind"], entry["body"], entry["prev"], entry["hash"]
-            if seq != i:
-                return fail(i, f"sequence number {seq} where {i} was expected (an entry was deleted, inserted or moved)")
-            if entry_prev != prev:
-                return fail(i, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)")
-            if entry_hash(entry) != h:
-                return fail(i, "entry hash does not match its content (the entry was modified)")
-            if canonical(entry) != line:
-                return fail(i, "entry is not in canonical form (its bytes were edited)")
-        if kind == "checkpoint":
-            bad_shape = malformed_head(body)
-            if bad_shape:
-                return fail(i, f"checkpoint body {bad_shape}")
-            if body["tree_size"] != i or body["root"] != frontier.root().hex() or body["chain_head"] != prev:
+    for scan in scans:
+        n = scan.start + scan.count
+        if scan.first_prev is not None and scan.first_prev != prev:
+            return fail(scan.start, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)")
+        for i, body, before in scan.checkpoints:
+            if body["root"] != frontier.root(before).hex():
                 return fail(i, "checkpoint does not match the entries before it (root, size or chain head)")
-            bad = _check_signature(body, public, kid)
-            if bad:
-                return fail(i, bad)
             checkpoints += 1
             signed = i + 1  # the entries before it and the signed checkpoint itself
             roots[i] = body["root"]
-        frontier.add(leaf_hash(line))
-        prev = h
-        if frontier.size in want_roots:
-            prefix_roots[frontier.size] = frontier.root().hex()
+        for size, before in scan.prefixes.items():
+            prefix_roots[size] = frontier.root(before).hex()
+        if scan.problem is not None:
+            return fail(*scan.problem)
+        for size, root in scan.subtrees:
+            frontier.add_subtree(size, root)
+        prev = scan.last_hash
 
-    n = len(contents.lines)
-    if contents.torn_tail is not None:
-        offset, torn = contents.torn_tail
+    if reader.torn_tail is not None:
+        offset, torn = reader.torn_tail
         return fail(n, f"torn tail: {len(torn)} bytes of a partial entry at byte {offset} (a write was cut off); "
                        "`shakedown audit repair` quarantines it if it lies beyond the signed head", line=n + 1)
     for head in witnessed:  # rollback and forks: a witness remembers what it saw
@@ -238,6 +412,12 @@ def verify(path: Path | str, public: Ed25519PublicKey, allow_unsigned_tail: bool
                             "appended by anyone; pass --allow-unsigned-tail for a log still being written",
                     line=signed + 1)
     return VerifyReport(True, n, n, checkpoints, signed, None, kid, len(witnessed))
+
+
+def _count_lines(path: Path) -> int:
+    """Complete lines in a file, counted a block at a time."""
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
 
 
 def _witnessed_heads(store: Path | str, log_key_id: str) -> list[dict[str, Any]] | str:

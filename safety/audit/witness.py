@@ -6,7 +6,8 @@ verifies up to it, and checks with a consistency proof (RFC 9162) built from the
 entries that the head extends every head this witness co-signed before for the same log
 key; only then it signs the head with the witness's own Ed25519 key and appends the
 co-signature to `heads.jsonl` in its store (one `O_APPEND` write of one line: a witness
-killed mid-write loses at most that line). `verify(..., witness=store)` then fails a log that
+killed mid-write loses at most that line, whose fragment the next co-signing moves aside
+to `heads.jsonl.torn-<offset>`). `verify(..., witness=store)` then fails a log that
 is shorter than, or inconsistent with, any co-signed head. The bridge's robot side and the
 policy side, or the rollout ladder and a robot, can witness each other's logs.
 """
@@ -23,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from safety.audit import keys
-from safety.audit.log import canonical, read_lines
+from safety.audit.log import canonical, quarantine_torn_tail, read_lines
 from safety.audit.merkle import consistency_proof, leaf_hash, verify_consistency
 
 HEADS = "heads.jsonl"
@@ -100,6 +101,9 @@ class Witness:
                     "chain_head": head["chain_head"], "log_signature": head["signature"], "witnessed_at": time.time(),
                     "witness_key_id": self.key_id}
         cosigned["witness_signature"] = self.key.sign(_cosigned_payload(cosigned)).hex()
+        torn = read_lines(self.store / HEADS).torn_tail
+        if torn is not None:  # a witness killed mid-write: keep the fragment aside, never append onto it
+            quarantine_torn_tail(self.store / HEADS, *torn)
         fd = os.open(self.store / HEADS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, canonical(cosigned) + b"\n")
