@@ -3,13 +3,18 @@ HTML report of where it stands and why.
 
     shakedown rollout plan PLAN.yaml                 check a plan (errors name the field) and show it
     shakedown rollout run PLAN.yaml [--out DIR]      run (or continue) the ladder; writes DIR/report.html
-    shakedown rollout status DIR [--key PUB]         the state, rebuilt from the signed log alone
+    shakedown rollout status DIR [--key PUB] [--witness STORE]
+                                                     the state, rebuilt from the signed log alone
     shakedown rollout promote DIR --reason TEXT      an operator's yes to a paused rung
     shakedown rollout rollback DIR --reason TEXT     an operator's rollback, at any point
     shakedown rollout report DIR [--calibration C]   the HTML report again (with a calibrated twin's fit)
 
 Exit codes: 0 done (run: the candidate reached full); 1 run: rolled back; 3 run: paused for an
 operator; 2 a bad plan, a log that does not verify, or an action the state does not allow.
+
+`status` and `report` verify the log also against the robot's witness store (DIR/witness/robot
+for the emulated robot, or --witness): a log cut back or rewritten since the robot co-signed
+it is tampering.
 
 The report (`rollout_report`) verifies the log first, then shows the ladder, every decision
 with who took it and why, each rung's gates against their thresholds over time, the
@@ -137,16 +142,15 @@ def calibration_section(report: HtmlReport, path: Path) -> None:
 
 
 def rollout_report(out: Path | str, key: Path | str | None = None, path: Path | str | None = None,
-                   calibration: Path | str | None = None) -> Path:
-    """report.html of the rollout in `out` (verifying its log first; RolloutError if it does not verify);
-    `calibration`: a calibrated twin config (shakedown calibrate) to show beside the ladder."""
-    from bridge.rollout.record import LOG_FILE, PUBLIC_FILE, read_state
-    from safety.audit.keys import load_public
-    from safety.audit.verify import verify
+                   calibration: Path | str | None = None, witness: Path | str | None = None) -> Path:
+    """report.html of the rollout in `out` (verifying its log first, also against the robot's witness store
+    `witness` or the emulated robot's; RolloutError if it does not verify); `calibration`: a calibrated twin
+    config (shakedown calibrate) to show beside the ladder."""
+    from bridge.rollout.record import read_state, verify_log
 
     out = Path(out)
-    state = read_state(out, key)
-    check = verify(out / LOG_FILE, load_public(Path(key) if key else out / PUBLIC_FILE))
+    state = read_state(out, key, witness)
+    check = verify_log(out, key, witness)
     report = HtmlReport(f"Rollout {state.plan_name}")
     report.text(state.summary())
     report.text(f"Log: {check.summary()}", "note")
@@ -250,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from bridge.rollout.record import read_state
 
-    state = read_state(args.out, args.key)
+    state = read_state(args.out, args.key, args.witness)
     if args.json:
         print(json.dumps(dataclasses.asdict(state), indent=1, default=str))
         return 0
@@ -269,7 +273,7 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    print(f"report: {rollout_report(args.out, args.key, args.output, args.calibration)}")
+    print(f"report: {rollout_report(args.out, args.key, args.output, args.calibration, args.witness)}")
     return 0
 
 
@@ -287,10 +291,13 @@ def build_parser(prog: str = "shakedown rollout") -> argparse.ArgumentParser:
     r.add_argument("--out", help="the rollout's folder (default runs/rollout-<plan name>)")
     r.add_argument("--no-report", action="store_true", help="skip writing report.html")
     r.set_defaults(func=_run)
+    witness_help = ("a robot's witness store: fail when the log is shorter than, or inconsistent with, a head "
+                    "it co-signed (default DIR/witness/robot, the emulated robot's, when it exists)")
     s = sub.add_parser("status", help="the state, rebuilt from the signed log alone (verified first)")
     s.add_argument("out", help="the rollout's folder")
     s.add_argument("--key", help="trusted public key (PEM); default rollout-key.pub beside the log")
     s.add_argument("--json", action="store_true", help="print the state as JSON")
+    s.add_argument("--witness", metavar="STORE", help=witness_help)
     s.set_defaults(func=_status)
     for name, what in (("promote", "an operator's yes to a paused rung: the ladder moves on"),
                        ("rollback", "an operator's rollback: the incumbent drives")):
@@ -303,6 +310,7 @@ def build_parser(prog: str = "shakedown rollout") -> argparse.ArgumentParser:
     rep.add_argument("out", help="the rollout's folder")
     rep.add_argument("--key", help="trusted public key (PEM); default rollout-key.pub beside the log")
     rep.add_argument("-o", "--output", help="HTML file (default DIR/report.html)")
+    rep.add_argument("--witness", metavar="STORE", help=witness_help)
     rep.add_argument("--calibration", help="a calibrated twin config (shakedown calibrate) to show: parameters, "
                      "held-out ADE/FDE before and after")
     rep.set_defaults(func=_report)

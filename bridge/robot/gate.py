@@ -6,6 +6,11 @@ observation this robot sent, answers one no newer than the one behind the decisi
 last, or arrives after its deadline (robot clock). `DecisionGate.silent` is the silence
 watchdog's test. `refuse`, `log` and `log_link_events` write the robot's audit log: every
 decision applied, every refusal with its reason, every safe stop, resume and link event.
+
+A robot can also witness the log that governs its sessions (a rollout ladder's
+`rollout.log`): `witness_before_session` co-signs that log's signed head into the robot's own
+witness store (`safety.audit.witness`) before the session drives, and refuses the session
+when the log was cut back or rewritten since the robot last co-signed it.
 """
 
 from __future__ import annotations
@@ -25,10 +30,15 @@ from bridge.protocol import DecisionMsg, Refused, RobotDescription
 from bridge.recording import Recorder
 from safety.audit import keys as audit_keys
 from safety.audit.log import AuditLog
+from safety.audit.witness import Witness
 
 Sent = TypeVar("Sent")
 KEEP_SENT = 16
 """Observations remembered for answers that come late (older ones are forgotten)."""
+AUDIT_LOG, AUDIT_KEY, AUDIT_PUBLIC = "audit.log", "audit-key.pem", "audit-key.pub"
+"""A session's audit log and its key pair, in the session's folder."""
+WITNESSED, SESSION_REFUSED = "witnessed", "session_refused"
+"""The robot's audit entries for a log it co-signed before a session, or the session it refused."""
 UNPACED_WAIT_S = 0.0005
 """Without real-time pacing, still wait this long for the link each period: a policy server in the
 same process (tests) needs the interpreter's lock now and then to answer."""
@@ -108,7 +118,7 @@ def open_robot_side(out: Path, robot: RobotDescription, endpoint: str, heartbeat
     out.mkdir(parents=True, exist_ok=True)
     security = ClientSecurity(load_keys(client_key), load_public(server_key)) if client_key else None
     recorder = Recorder(out / "session.mcap", side=robot.name)
-    signing = audit_keys.generate(out / "audit-key.pem", out / "audit-key.pub")
+    signing = audit_keys.generate(out / AUDIT_KEY, out / AUDIT_PUBLIC)
 
     def clock() -> float:
         return time.monotonic() + clock_offset_s
@@ -117,4 +127,21 @@ def open_robot_side(out: Path, robot: RobotDescription, endpoint: str, heartbeat
                                               silence_timeout_s=silence_timeout_s,
                                               reconnect_after_s=max(2 * silence_timeout_s, 0.2)),
                           security, recorder, clock=clock)
-    return RobotSide(client, recorder, signing, out / "audit.log")
+    return RobotSide(client, recorder, signing, out / AUDIT_LOG)
+
+
+def cosign_log(store: Path, log: Path, public_key: Path) -> dict[str, Any]:
+    """Co-sign `log`'s signed head into the witness store `store` after checking it extends every head
+    co-signed there before; the co-signed head. WitnessError (a ValueError) or OSError says why not."""
+    return Witness(store).cosign(log, audit_keys.load_public(public_key))
+
+
+def witness_before_session(store: Path, log: Path, public_key: Path) -> tuple[str, dict[str, Any]]:
+    """Before a session opens its link: co-sign the log that governs it. The entry for the robot's own audit
+    log: (WITNESSED, the co-signed head) or (SESSION_REFUSED, why the session is refused)."""
+    try:
+        head = cosign_log(store, log, public_key)
+    except (OSError, ValueError) as exc:
+        return SESSION_REFUSED, {"log": str(log), "reason": f"the robot refuses the session: its witness does not "
+                                                          f"accept {log}: {exc}"}
+    return WITNESSED, {"log": str(log), **{k: head[k] for k in ("log_key_id", "tree_size", "root", "witness_key_id")}}

@@ -7,7 +7,9 @@ metric that could not be measured at all fails its gate: missing data never pass
 sim-to-real band is judged the same way: a metric further than its width from the sim
 rung's value fails, naming the metric that left the band. Any failure rolls the candidate
 back; otherwise any inconclusive gate pauses the ladder for an operator (or, where the plan
-says so, counts as a failure); otherwise the rung is promoted.
+says so, counts as a failure); otherwise the rung is promoted. A rung whose robot record
+cannot be trusted (the robot refused the session, or its audit log could not be witnessed)
+is rolled back whatever its gates say (`distrust`).
 """
 
 from __future__ import annotations
@@ -138,3 +140,10 @@ def judge(rung: Rung, data: RungData, band: tuple[tuple[str, float], ...] = (),
     if unsure:
         return Judgement(PAUSE, gates, checks, "; ".join(f"{g.metric}: {g.reason}" for g in unsure))
     return Judgement(PROMOTE, gates, checks, f"all {len(gates) + len(checks)} checks passed on {rung.name}")
+
+
+def distrust(judgement: Judgement, why: str) -> Judgement:
+    """The rung's robot record cannot be trusted (`why`): a rollback whatever the gates said, since they judged
+    data no one can vouch for; their verdicts stay as evidence."""
+    return Judgement(ROLLBACK, judgement.gates, judgement.band,
+                     f"{why} (the gates alone: {judgement.action})")

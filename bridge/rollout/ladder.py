@@ -9,6 +9,15 @@ operator's promotion of a paused rung or a rollback at any point, signed like th
 own. Each rung keeps its files in `out/rungs/<rung>-<attempt>/` (the robot's audit log,
 recording and trace, the shadow log, and `result.json` with the data the gates judged);
 every decision names that file and its SHA-256.
+
+The ladder and the robot witness each other's logs (`safety.audit.witness`): before a
+session drives, the robot co-signs the head of `rollout.log` into its own store
+(`witness/robot/`) and refuses the session if the ladder's history was cut back or rewritten;
+after it, the ladder co-signs the robot's audit log into `witness/ladder/` and records a
+`rollout_witnessed` entry. A refused session, or a robot log that does not verify or that the
+witness refuses, rolls the rung back whatever its gates say. After each decision the emulated
+robot co-signs the head that carries it, as a robot told of the decision would: deleting a
+rollback later (to re-promote) is refused at the robot's next session.
 """
 
 from __future__ import annotations
@@ -22,13 +31,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.rollout.gates import PROMOTE, ROLLBACK, Judgement, judge
+from bridge.robot.gate import AUDIT_LOG, AUDIT_PUBLIC, cosign_log
+from bridge.rollout.gates import PROMOTE, ROLLBACK, Judgement, distrust, judge
 from bridge.rollout.metrics import APPLIED, DRIVE_METRICS, METRICS, SHADOW, RungData, measure, series
 from bridge.rollout.plan import RolloutPlan, Rung
-from bridge.rollout.record import COMPLETE, PAUSED, ROLLED_BACK, RUNNING, LadderState, RolloutError, RolloutLog
-from bridge.rollout.session import robot_summary, run_session, rung_data
+from bridge.rollout.record import (
+    COMPLETE,
+    LADDER_WITNESS,
+    LOG_FILE,
+    PAUSED,
+    PUBLIC_FILE,
+    ROBOT_WITNESS,
+    ROLLED_BACK,
+    RUNNING,
+    LadderState,
+    RolloutError,
+    RolloutLog,
+)
+from bridge.rollout.session import ROBOT_DIR, robot_summary, run_session, rung_data
 from bridge.rollout.watch import ShadowPolicy, TwinPredictor, WatchedCandidate
+from safety.audit import keys as audit_keys
 from safety.audit.log import AuditLog
+from safety.audit.verify import verify
 from twin.core.contracts import Policy
 
 RESULT_FILE = "result.json"
@@ -83,9 +107,11 @@ def rung_metrics(data: RungData, rung: str) -> dict[str, float | None]:
 
 
 def run_rung(plan: RolloutPlan, rung: Rung, folder: Path, candidate: Policy, incumbent: Policy,
-             signing_key: Any, state: LadderState, ask: Callable[[str], bool] | None = None) -> RungOutcome:
+             signing_key: Any, state: LadderState, ask: Callable[[str], bool] | None = None,
+             rollout: Path | None = None) -> RungOutcome:
     """Serve the rung's policy, drive the robot, judge the gates (and the band after sim) against what the
-    log says of earlier rungs (`state`); nothing is logged here."""
+    log says of earlier rungs (`state`); nothing is logged here. With `rollout` (the rollout's folder) the
+    robot witnesses its log first; a session it refuses is rolled back whatever the gates say."""
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if rung.name == SHADOW:
@@ -93,15 +119,17 @@ def run_rung(plan: RolloutPlan, rung: Rung, folder: Path, candidate: Policy, inc
         with AuditLog(folder / "shadow.log", signing_key) as shadow_log:
             served: ShadowPolicy | WatchedCandidate = ShadowPolicy(incumbent, candidate, predictor, shadow_log)
             try:
-                result = run_session(plan, rung, served, folder, served.telemetry)
+                result = run_session(plan, rung, served, folder, served.telemetry, rollout)
             finally:
                 served.close()
     else:
         served = WatchedCandidate(candidate, incumbent, rung.envelope, rung.confirm, rung.flag_distance, ask)
-        result = run_session(plan, rung, served, folder)
+        result = run_session(plan, rung, served, folder, rollout=rollout)
     data = rung_data(plan, rung, result, served.records)
     judgement = judge(rung, data, plan.band if rung.name in APPLIED else (), state.sim_metrics,
                       state.incumbent_metrics)
+    if result.get("session_refused"):
+        judgement = distrust(judgement, result["session_refused"])
     robot = robot_summary(result)
     if isinstance(served, ShadowPolicy):
         # the incumbent drove: its drive's numbers, beside the candidate's predicted ones
@@ -109,6 +137,37 @@ def run_rung(plan: RolloutPlan, rung: Rung, folder: Path, candidate: Policy, inc
         robot["shadow_skipped"] = served.skipped
     return RungOutcome(rung.name, folder, judgement, data, rung_metrics(data, rung.name), time.perf_counter() - started,
                        robot, list(getattr(served, "confirmations", [])))
+
+
+def witness_robot(out: Path, folder: Path) -> dict[str, Any]:
+    """The ladder co-signs the robot's audit log of one rung attempt (`folder`) into its witness store
+    (`out/witness/ladder/`); the `rollout_witnessed` entry's body. RolloutError says why not: the log does not
+    verify (strictly: a session that ended signed all of it) or the witness refuses it."""
+    log = folder / ROBOT_DIR / AUDIT_LOG
+    name = str(log.relative_to(out))
+    try:
+        report = verify(log, audit_keys.load_public(log.with_name(AUDIT_PUBLIC)))
+        if not report.ok:
+            raise RolloutError(report.summary())
+        head = cosign_log(out / LADDER_WITNESS, log, log.with_name(AUDIT_PUBLIC))
+    except (OSError, ValueError) as exc:  # RolloutError and WitnessError are ValueErrors
+        raise RolloutError(f"the robot's record cannot be trusted: the ladder's witness does not accept {name}: "
+                           f"{exc}") from None
+    return {"log": name, "log_key_id": head["log_key_id"], "tree_size": head["tree_size"], "root": head["root"],
+            "witness_key_id": head["witness_key_id"]}
+
+
+def robot_acknowledges(out: Path, say: Callable[[str], None] = print) -> bool:
+    """The emulated robot co-signs the head of `rollout.log` now (after a decision), as a robot told of the
+    decision would; False (and said) when its witness refuses. Nothing is done without its store in `out`."""
+    if not (out / ROBOT_WITNESS).exists():
+        return False
+    try:
+        cosign_log(out / ROBOT_WITNESS, out / LOG_FILE, out / PUBLIC_FILE)
+    except (OSError, ValueError) as exc:
+        say(f"  the robot did not acknowledge the decision: {exc}")
+        return False
+    return True
 
 
 def _save(outcome: RungOutcome, plan: RolloutPlan) -> tuple[Path, str]:
@@ -169,13 +228,20 @@ def run_ladder(plan: RolloutPlan, out: Path | str, ask: Callable[[str], bool] | 
         while state.status == RUNNING:
             rung = plan.rung(state.rung)
             say(f"rung {rung.name}: {rung.limits.time_s:g} s, gates {', '.join(g.metric for g in rung.gates)}")
-            outcome = run_rung(plan, rung, _attempt_dir(out, rung.name), candidate, incumbent, log.key, state, ask)
+            log.sign()  # the robot co-signs the head beside the log: it must cover every entry
+            outcome = run_rung(plan, rung, _attempt_dir(out, rung.name), candidate, incumbent, log.key, state, ask,
+                               out)
+            try:
+                log.witnessed(rung.name, witness_robot(out, outcome.folder))
+            except RolloutError as exc:
+                outcome = dataclasses.replace(outcome, judgement=distrust(outcome.judgement, str(exc)))
             outcomes.append(outcome)
             path, sha = _save(outcome, plan)
             log.confirmations(rung.name, outcome.confirmations)
             action = outcome.judgement.action
             log.decide(action, rung.name, plan.next_rung(rung.name) if action == PROMOTE else None, "gates",
                        outcome.judgement.reason, _evidence(outcome, plan, out, path, sha))
+            robot_acknowledges(out, say)
             state = log.state()
             say(f"  {action.upper()} after {outcome.wall_s:.1f} s: {outcome.judgement.reason}")
             if action == ROLLBACK:
@@ -183,8 +249,10 @@ def run_ladder(plan: RolloutPlan, out: Path | str, ask: Callable[[str], bool] | 
     return LadderOutcome(state, outcomes)
 
 
-def operator_decision(out: Path | str, action: str, reason: str, operator: str | None = None) -> LadderState:
-    """An operator's promotion of a paused rung, or rollback at any point before one; signed like the gates'."""
+def operator_decision(out: Path | str, action: str, reason: str, operator: str | None = None,
+                      say: Callable[[str], None] = print) -> LadderState:
+    """An operator's promotion of a paused rung, or rollback at any point before one; signed like the gates',
+    and acknowledged by the emulated robot (`robot_acknowledges`)."""
     if action not in ("promote", "rollback"):
         raise RolloutError(f"an operator may promote or rollback, not {action!r}")
     if not reason.strip():
@@ -204,4 +272,5 @@ def operator_decision(out: Path | str, action: str, reason: str, operator: str |
             to = names[i + 1] if i + 1 < len(names) else None
         log.decide(action, state.rung, to, f"operator:{operator or getpass.getuser()}", reason,
                    {"plan_hash": state.plan_hash, "rung": state.rung, "state_before": state.status})
+        robot_acknowledges(Path(out), say)
         return log.state()

@@ -9,10 +9,13 @@ holds, in order:
   (the gates, or an operator by name) and its evidence: every gate's metric, value,
   threshold and window, the band checks, the plan hash, and the rung's result file with its
   SHA-256.
-Each decision is followed at once by a signed checkpoint, so every decision is signed the
+- `rollout_witnessed`: the ladder co-signed a rung's robot audit log into its witness store
+  (`witness/ladder/`): the log's path, key id, tree size and root, and the witness key id.
+Each entry is followed at once by a signed checkpoint, so every decision is signed the
 moment it is taken. `read_state` verifies the log (strictly: every entry signed, the head
-present) and folds its entries into a `LadderState`; it reads nothing else, so `status`
-needs the log and its public key only.
+present; and against the robot's witness store when there is one, so a log cut back or
+rewritten behind the robot's back is tampering) and folds its entries into a `LadderState`;
+it reads nothing else, so `status` needs the log and its public key only.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from safety.audit import keys as audit_keys
 from safety.audit.log import AuditLog, iter_entries
-from safety.audit.verify import verify
+from safety.audit.verify import TAMPERING, VerifyReport, verify
 
 LOG_FILE, KEY_FILE, PUBLIC_FILE = "rollout.log", "rollout-key.pem", "rollout-key.pub"
-START, CONFIRMATION = "rollout_start", "rollout_confirmation"
+LADDER_WITNESS, ROBOT_WITNESS = Path("witness/ladder"), Path("witness/robot")
+"""Witness stores in the rollout's folder: the ladder's (of the robots' logs), the emulated robot's (of rollout.log)."""
+START, CONFIRMATION, WITNESSED = "rollout_start", "rollout_confirmation", "rollout_witnessed"
 DECISION_KINDS = {"promote": "rollout_promote", "pause": "rollout_pause", "rollback": "rollout_rollback"}
 RUNNING, PAUSED, COMPLETE, ROLLED_BACK = "running", "paused", "complete", "rolled-back"
 
@@ -158,16 +163,34 @@ def _public(out: Path, key: Ed25519PublicKey | Path | str | None) -> Ed25519Publ
     return audit_keys.load_public(path)
 
 
-def read_state(out: Path | str, key: Ed25519PublicKey | Path | str | None = None) -> LadderState:
-    """The ladder's state from the log in `out` alone, after verifying it (RolloutError if it does not verify)."""
+def robot_witness(out: Path | str, witness: Path | str | None = None) -> Path | None:
+    """The witness store to check the rollout log against: `witness` if given, else the emulated robot's in
+    `out` if it exists (a real robot's store lives on the robot: pass a copy of it)."""
+    if witness is not None:
+        return Path(witness)
+    store = Path(out) / ROBOT_WITNESS
+    return store if store.exists() else None
+
+
+def verify_log(out: Path | str, key: Ed25519PublicKey | Path | str | None = None,
+               witness: Path | str | None = None) -> VerifyReport:
+    """The rollout log in `out` verified strictly, and against the robot's witness store (`robot_witness`)."""
     out = Path(out)
     log = out / LOG_FILE
     if not log.exists():
         raise RolloutError(f"{log} does not exist: no rollout was started in {out}")
-    report = verify(log, _public(out, key))
+    return verify(log, _public(out, key), witness=robot_witness(out, witness))
+
+
+def read_state(out: Path | str, key: Ed25519PublicKey | Path | str | None = None,
+               witness: Path | str | None = None) -> LadderState:
+    """The ladder's state from the log in `out` alone, after verifying it (`verify_log`; RolloutError if it
+    does not verify: TAMPERING when its history does not hold, e.g. it was cut back behind the robot's back)."""
+    report = verify_log(out, key, witness)
     if not report.ok:
-        raise RolloutError(f"the rollout log does not verify, so its state cannot be trusted: {report.summary()}")
-    return fold(iter_entries(log))
+        what = "TAMPERING: " if report.problem is not None and report.problem.kind == TAMPERING else ""
+        raise RolloutError(f"{what}the rollout log does not verify, so its state cannot be trusted: {report.summary()}")
+    return fold(iter_entries(Path(out) / LOG_FILE))
 
 
 class RolloutLog:
@@ -189,32 +212,50 @@ class RolloutLog:
         else:
             self.key = audit_keys.generate(private, public)
         self.log = AuditLog(self.path, self.key)
+        self._unsigned = 0  # an existing log verified strictly: it ends in a checkpoint
 
     @property
     def exists(self) -> bool:
         return self.log.size > 0
 
+    def _append(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._unsigned += 1
+        return self.log.append(kind, body)
+
+    def sign(self) -> None:
+        """Checkpoint unless every entry is signed already: the head beside the log then covers the whole log
+        (what a robot co-signs before it drives)."""
+        if self._unsigned:
+            self.log.checkpoint()
+            self._unsigned = 0
+
     def start(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        entry = self.log.append(START, body)
-        self.log.checkpoint()
+        entry = self._append(START, body)
+        self.sign()
         return entry
 
     def confirmations(self, rung: str, rows: Iterable[Mapping[str, Any]]) -> int:
         n = 0
         for row in rows:
-            self.log.append(CONFIRMATION, {**row, "context": {"rung": rung}})
+            self._append(CONFIRMATION, {**row, "context": {"rung": rung}})
             n += 1
-        if n:
-            self.log.checkpoint()
+        self.sign()
         return n
+
+    def witnessed(self, rung: str, head: Mapping[str, Any]) -> dict[str, Any]:
+        """Record that the ladder co-signed the rung's robot log (`head`: log, log_key_id, tree_size, root,
+        witness_key_id); signed at once."""
+        entry = self._append(WITNESSED, {**head, "rung": rung, "context": {"rung": rung}})
+        self.sign()
+        return entry
 
     def decide(self, action: str, rung: str, to: str | None, by: str, reason: str,
                evidence: Mapping[str, Any]) -> dict[str, Any]:
         """Append one decision and sign it at once."""
-        entry = self.log.append(DECISION_KINDS[action], {"action": action, "rung": rung, "to": to, "by": by,
-                                                         "reason": reason, "plan_hash": evidence.get("plan_hash"),
-                                                         "evidence": dict(evidence), "context": {"rung": rung}})
-        self.log.checkpoint()
+        entry = self._append(DECISION_KINDS[action], {"action": action, "rung": rung, "to": to, "by": by,
+                                                      "reason": reason, "plan_hash": evidence.get("plan_hash"),
+                                                      "evidence": dict(evidence), "context": {"rung": rung}})
+        self.sign()
         return entry
 
     def state(self) -> LadderState:

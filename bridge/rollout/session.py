@@ -7,6 +7,11 @@ speaking only the bridge protocol over real ZeroMQ either way. The sim rung driv
 twin as it is (no reality gap) as fast as it can; the other rungs drive the emulator with
 the plan's declared gap in real time, under the rung's envelope and limits.
 
+Given the rollout's folder, the robot co-signs the ladder's `rollout.log` head into its own
+witness store (`witness/robot/`) before it drives, and refuses the session when the ladder's
+history was cut back or rewritten since it last saw it (`bridge.robot.gate.witness_before_session`);
+a subprocess robot gets the paths in its config.
+
 `rung_data` turns the emulator's report and the served policy's records into the rung's
 `RungData`: its clock starts when the first decision was applied; periods after a limit held
 the car are not the rung's data.
@@ -28,6 +33,7 @@ import numpy as np
 from bridge.robot.car.emulator import EmulatorConfig, RealityGap, run_emulator
 from bridge.rollout.metrics import COST_NAMES, DECISION_COLUMNS, RUNGS, SIM, RungData, empty_decisions
 from bridge.rollout.plan import RolloutPlan, Rung
+from bridge.rollout.record import LOG_FILE, PUBLIC_FILE, ROBOT_WITNESS
 from bridge.server import PolicyServer, ServerConfig
 from safety.car.spec import CarSafetySpec
 from twin.core.contracts import Policy
@@ -41,15 +47,21 @@ SESSION_SLACK_S = 120.0
 """A subprocess robot gets the rung's time, its wait for a first decision, and this much more."""
 
 
-def emulator_config(plan: RolloutPlan, rung: Rung, endpoint: str, out: Path) -> EmulatorConfig:
+def emulator_config(plan: RolloutPlan, rung: Rung, endpoint: str, out: Path,
+                    rollout: Path | None = None) -> EmulatorConfig:
     """The emulated robot for one rung: the plan's robot, the rung's envelope and limits; sim has no gap. Each
-    rung draws its own noise (seed + the rung's place in the ladder): no rung is a replay of another."""
+    rung draws its own noise (seed + the rung's place in the ladder): no rung is a replay of another. With
+    `rollout` (the rollout's folder) the robot witnesses its log before it drives."""
     r = plan.robot
+    witness = {} if rollout is None else {"witness_log": str(rollout / LOG_FILE),
+                                          "witness_log_key": str(rollout / PUBLIC_FILE),
+                                          "witness_store": str(rollout / ROBOT_WITNESS)}
     return EmulatorConfig(endpoint=endpoint, instruction=plan.instruction, track=plan.track, start_s=r.start_s,
                           seed=r.seed + RUNGS.index(rung.name), duration_s=rung.limits.time_s, control_hz=r.control_hz,
                           decide_every_s=r.decide_every_s, gap=RealityGap() if rung.name == SIM else r.gap,
                           out=out, name=f"emulator-{rung.name}", envelope=rung.envelope, realtime=rung.name != SIM,
-                          max_wait_s=r.max_wait_s, distance_limit_m=rung.limits.distance_m, area_s=rung.limits.area_s)
+                          max_wait_s=r.max_wait_s, distance_limit_m=rung.limits.distance_m, area_s=rung.limits.area_s,
+                          **witness)
 
 
 def write_config(cfg: EmulatorConfig, path: Path) -> Path:
@@ -82,12 +94,13 @@ def run_robot(cfg: EmulatorConfig, process: str) -> dict[str, Any]:
 
 
 def run_session(plan: RolloutPlan, rung: Rung, policy: Policy, out: Path,
-                recorder: Callable[[str, Any, list], None] | None = None) -> dict[str, Any]:
-    """Serve `policy` on a free loopback port and drive the rung's robot against it; the robot's report."""
+                recorder: Callable[[str, Any, list], None] | None = None, rollout: Path | None = None) -> dict[str, Any]:
+    """Serve `policy` on a free loopback port and drive the rung's robot against it; the robot's report
+    (`session_refused`: why the robot refused to drive, or None). `rollout`: see `emulator_config`."""
     server = PolicyServer(policy, ServerConfig(endpoint="tcp://127.0.0.1:0"), recorder=recorder)
     server.start()
     try:
-        result = run_robot(emulator_config(plan, rung, server.endpoint, out / ROBOT_DIR), plan.robot.process)
+        result = run_robot(emulator_config(plan, rung, server.endpoint, out / ROBOT_DIR, rollout), plan.robot.process)
     finally:
         server.stop()
     result["server"] = dict(server.counts)
@@ -143,7 +156,7 @@ def robot_summary(result: dict[str, Any]) -> dict[str, Any]:
             "safe_stops": len(result["safe_stops"]), "estops": len(result.get("estops", [])),
             "shield_interventions": result["shield_interventions"], "observations_sent": result["observations_sent"],
             "link": result["link"], "limit": result.get("limit"), "server": result.get("server", {}),
-            "gap": result["gap"]}
+            "gap": result["gap"], "session_refused": result.get("session_refused")}
 
 
 def main(argv: list[str] | None = None) -> None:

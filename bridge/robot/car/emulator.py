@@ -19,7 +19,9 @@ tightened limits on this rung), a distance and an area limit (the emulated car b
 stop once past them, as a robot's own geofence would), and reports what a rung's gates
 measure, per control period: the shield's verdict, the constraint costs on the car's true
 state (the emulator knows them; a real robot reports what it can) and the robot's events
-(refusals, safe stops, link faults) on the same clock.
+(refusals, safe stops, link faults) on the same clock. Given a `witness_log` (the ladder's
+`rollout.log`), the robot co-signs its head before it drives and refuses the session when the
+ladder's history was cut back or rewritten since it last co-signed (`bridge.robot.gate`).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ import numpy as np
 from agents.tasks.car.instructions import parse_instruction
 from bridge.protocol import RobotDescription
 from bridge.robot.car.adapter import CarReading
-from bridge.robot.car.runtime import CarRuntime, RuntimeConfig, stop_latencies
-from bridge.robot.gate import open_robot_side
+from bridge.robot.car.runtime import TRACE_FIELDS, CarRuntime, RuntimeConfig, RuntimeReport, stop_latencies
+from bridge.robot.gate import SESSION_REFUSED, open_robot_side, witness_before_session
 from safety.audit.log import AuditLog, iter_entries
 from safety.car.guard import CarGuard
 from safety.car.shield import CarShield, CarShieldState
@@ -210,11 +212,21 @@ class EmulatorConfig:
     area_s: tuple[float, ...] = ()
     """(s_start, s_end): the stretch of track the car may drive in (m, may cross the start line); leaving it
     brings the car to a stop; empty: anywhere."""
+    witness_log: str = ""
+    """A log this robot co-signs into its witness store before it drives (a rollout ladder's rollout.log); when
+    that log was cut back or rewritten since it last co-signed, the robot refuses the session. Empty: none."""
+    witness_log_key: str = ""
+    """The witnessed log's trusted public key (PEM)."""
+    witness_store: str = ""
+    """This robot's witness store (its key and the heads it co-signed; a real robot keeps it on the robot)."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
         if self.area_s and len(self.area_s) != 2:
             raise ConfigError(f"EmulatorConfig.area_s = {self.area_s!r} must be (s_start, s_end) or empty")
+        if self.witness_log and not (self.witness_log_key and self.witness_store):
+            raise ConfigError("EmulatorConfig.witness_log needs witness_log_key (its public key) and witness_store "
+                              "(this robot's witness folder)")
 
 
 def twin_config(cfg: EmulatorConfig) -> CarTwinConfig:
@@ -228,30 +240,41 @@ def run_emulator(cfg: EmulatorConfig) -> dict[str, Any]:
     # first: the link's clock starts when it opens
     robot = TwinCar(twin_config(cfg), cfg.seed, cfg.start_s, envelope=cfg.envelope,
                     distance_limit_m=cfg.distance_limit_m, area_s=cfg.area_s)
+    # before the link opens (its timers start then): co-sign the log that governs this session, or refuse it
+    witnessed = witness_before_session(Path(cfg.witness_store), Path(cfg.witness_log), Path(cfg.witness_log_key)) \
+        if cfg.witness_log else None
+    refused = witnessed[1]["reason"] if witnessed and witnessed[0] == SESSION_REFUSED else None
     side = open_robot_side(cfg.out, RobotDescription("car", cfg.name, cfg.control_hz, cfg.track), cfg.endpoint,
                            cfg.heartbeat_s, cfg.silence_timeout_s, cfg.gap.clock_offset_s, cfg.client_key, cfg.server_key)
     client, recorder = side.client, side.recorder
     robot.clock = client.clock
+    kinds: list[str] = []
     try:
         with AuditLog(side.audit_path, side.signing_key) as audit:
-            runtime = CarRuntime(robot, client, parse_instruction(cfg.instruction),
-                                 RuntimeConfig(duration_s=cfg.duration_s, decide_every_s=cfg.decide_every_s,
-                                               max_wait_s=cfg.max_wait_s, realtime=cfg.realtime),
-                                 cfg.envelope, audit)
-            verdicts = runtime.shield = VerdictLog(runtime.shield)
-            report = runtime.run()
+            if witnessed:
+                audit.append(*witnessed)
+            if refused is None:
+                runtime = CarRuntime(robot, client, parse_instruction(cfg.instruction),
+                                     RuntimeConfig(duration_s=cfg.duration_s, decide_every_s=cfg.decide_every_s,
+                                                   max_wait_s=cfg.max_wait_s, realtime=cfg.realtime),
+                                     cfg.envelope, audit)
+                verdicts = runtime.shield = VerdictLog(runtime.shield)
+                report = runtime.run()
+                kinds = verdicts.kinds
+            else:  # nothing is driven: the link was opened but never used
+                report = RuntimeReport({name: [] for name in TRACE_FIELDS}, reason=refused)
     finally:
         side.close()
         robot.close()
-    periods = {name: values[:len(verdicts.kinds)] for name, values in robot.periods.items()}  # not the final stop
-    periods["intervened"] = [float(kind in (MODIFIED, BACKUP)) for kind in verdicts.kinds]
+    periods = {name: values[:len(kinds)] for name, values in robot.periods.items()}  # not the final stop
+    periods["intervened"] = [float(kind in (MODIFIED, BACKUP)) for kind in kinds]
     result = {"reason": report.reason, "applied": report.applied, "refused": report.refused,
               "safe_stops": report.safe_stops, "stop_latencies_s": stop_latencies(report),
               "shield_interventions": report.shield_interventions, "observations_sent": report.observations_sent,
               "link": dict(client.counts), "clock_offset_s": client.clock_offset, "messages_recorded": recorder.count,
               "trace": report.trace, "gap": dataclasses.asdict(cfg.gap), "periods": periods,
               "events": robot_events(side.audit_path, periods), "estops": robot.estops, "limit": robot.limit,
-              "envelope": dataclasses.asdict(cfg.envelope)}
+              "envelope": dataclasses.asdict(cfg.envelope), "session_refused": refused}
     (cfg.out / "trace.json").write_text(json.dumps(result))
     return result
 
