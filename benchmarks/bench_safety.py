@@ -37,6 +37,11 @@ their median (as in bench_car.py); percentiles are over all timed calls pooled.
    of median rates; the JSON also has the per-repeat (paired) ratios. fsync's cost depends on
    the filesystem under the temporary directory (tmpfs makes it free), so its type is
    recorded; --tmpdir picks another place.
+3. Reading back a long log (records/s): a log of --long-log records cut to about 1 KB a
+   line (the size the verify target is stated for) is written once, then read back each
+   repeat three ways, in a rotating order: the bare baseline (every line through json.loads,
+   no checks), verify in one process (workers=1), and verify as it runs by default (both
+   cores for a log this long: chunks checked in forked workers).
 
 Results are printed as rich tables with PASS/MISS against the targets (never asserted)
 and written as JSON (default benchmarks/results/safety.json).
@@ -79,6 +84,7 @@ from agents.control.mpc_params import PARAM_TABLE  # noqa: E402
 from benchmarks.bench_car import machine_info, quiet_stdout, summarize  # noqa: E402
 from safety.audit.keys import generate  # noqa: E402
 from safety.audit.log import AuditConfig, AuditLog  # noqa: E402
+from safety.audit.verify import default_workers as verify_workers  # noqa: E402
 from safety.audit.verify import verify  # noqa: E402
 from safety.car.guard import CarGuard  # noqa: E402
 from safety.car.shield import CarShieldState, lidar_points  # noqa: E402
@@ -97,7 +103,8 @@ SPEED_PERIOD_STEPS = 500
 """One swing of the target speed (10 s at 50 Hz): each repeat sees slow and fast stretches."""
 RECKLESS_SPEED = 5.0
 
-TARGETS = {"guard_median_us_max": 50.0}
+TARGETS = {"guard_map_median_us_max": 50.0, "guard_scan_median_us_max": 100.0, "verify_records_per_s_min": 100_000,
+           "append_vs_plain_min": 0.8}
 
 CAR_CALLS = tuple(f"{who}/{sensing}/{cmd}" for who in ("guard", "shield") for sensing in ("map", "lidar")
                   for cmd in ("lane", "reckless"))
@@ -345,6 +352,63 @@ def decision_record(i: int, rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
+def kilobyte_record(i: int, rng: np.random.Generator) -> dict[str, Any]:
+    """A decision record cut to about 1 KB a logged line (the size the verify target is stated for):
+    a short thought, no raw output or digests."""
+    rec = decision_record(i, rng)
+    rec["thought"], rec["instruction"], rec["raw_output"] = rec["thought"][:20], rec["instruction"][:20], ""
+    rec["policy_id"] = "vlm:smollm2"
+    for name in ("frame_sha256", "observation_digest", "costs"):
+        del rec[name]
+    del rec["shield"]["proposed"]
+    return rec
+
+
+def read_plain(path: Path) -> int:
+    """The bare baseline of reading a log back: every line through json.loads (no checks)."""
+    n = 0
+    with open(path, "rb") as f:
+        for line in f:
+            json.loads(line)
+            n += 1
+    return n
+
+
+def bench_verify_scale(n: int, repeats: int, tmp_root: Path | None) -> dict[str, Any]:
+    """Records/s of verify on a long log of ~1 KB records: in this process, on both cores (the
+    default for a long log), and the plain json.loads read-back beside them."""
+    rng = np.random.default_rng(2)
+    base = [kilobyte_record(i, rng) for i in range(1000)]
+    rates: dict[str, list[float]] = {"plain_json_loads": [], "verify_1_process": [], "verify_default": []}
+    with tempfile.TemporaryDirectory(prefix="bench_verify_", dir=tmp_root) as tmp:
+        tmpdir = Path(tmp)
+        key = generate(tmpdir / "key.pem", tmpdir / "key.pub.pem")
+        path = tmpdir / "audit.jsonl"
+        with AuditLog(path, key) as log:
+            for i in range(n):
+                log.append("decision", base[i % len(base)])
+        entries, size = sum(1 for _ in open(path, "rb")), path.stat().st_size
+        ways: dict[str, Callable[[], bool]] = {
+            "plain_json_loads": lambda: read_plain(path) == entries,
+            "verify_1_process": lambda: verify(path, key.public_key(), workers=1).ok,
+            "verify_default": lambda: verify(path, key.public_key()).ok,
+        }
+        ok = True
+        names = list(ways)
+        for r in range(repeats):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                t0 = time.perf_counter()
+                ok = ways[name]() and ok
+                rates[name].append(entries / (time.perf_counter() - t0))
+        workers = verify_workers(path)
+    out: dict[str, Any] = {"records": n, "entries": entries, "bytes_per_entry": size / entries, "log_mb": size / 1e6,
+                           "repeats": repeats, "ok": ok, "default_workers": workers,
+                           "rates": {k: summarize(v) for k, v in rates.items()}}
+    out["ratios"] = {f"{k}/plain_json_loads": out["rates"][k]["median"] / out["rates"]["plain_json_loads"]["median"]
+                     for k in ("verify_1_process", "verify_default")}
+    return out
+
+
 def write_plain(path: Path, records: Sequence[dict]) -> float:
     """Seconds to write records as JSON lines through Python's buffered file (open and close included)."""
     t0 = time.perf_counter()
@@ -436,20 +500,27 @@ def bench_audit(n: int, n_fsync: int, repeats: int, tmp_root: Path | None) -> di
 
 
 # -- reporting -----------------------------------------------------------------------------
-def evaluate_targets(shield: dict[str, Any], audit: dict[str, Any]) -> list[dict[str, Any]]:
+def evaluate_targets(shield: dict[str, Any], audit: dict[str, Any], scale: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per target: what was measured, the threshold, and whether it was met."""
     rows = []
-    limit = TARGETS["guard_median_us_max"]
     for name in CAR_CALLS:
         if not name.startswith("guard/"):
             continue
         _, sensing, cmd = name.split("/")
         med = shield["calls"][name]["us"]["median"]
         what = "map only" if sensing == "map" else "with 1080-beam scan"
+        limit = TARGETS["guard_map_median_us_max" if sensing == "map" else "guard_scan_median_us_max"]
         rows.append({"target": f"CarGuard.filter median us ({what}, {cmd} command)", "value": med,
                      "threshold": f"<= {limit:g}", "pass": med <= limit})
-    rows.append({"target": "verify() accepts every benchmark log", "value": float(audit["verify_ok"]),
-                 "threshold": "ok", "pass": bool(audit["verify_ok"])})
+    append = audit["ratios"]["audit/plain_fwrite"]["of_medians"]
+    rows.append({"target": "AuditLog.append rate / plain f.write(json.dumps) rate", "value": append,
+                 "threshold": f">= {TARGETS['append_vs_plain_min']:g}", "pass": append >= TARGETS["append_vs_plain_min"]})
+    rate = scale["rates"]["verify_default"]["median"]
+    rows.append({"target": f"verify records/s, {scale['bytes_per_entry']:.0f} B entries, {scale['log_mb']:.0f} MB log",
+                 "value": rate, "threshold": f">= {TARGETS['verify_records_per_s_min']:,}",
+                 "pass": rate >= TARGETS["verify_records_per_s_min"]})
+    ok = bool(audit["verify_ok"] and scale["ok"])
+    rows.append({"target": "verify() accepts every benchmark log", "value": float(ok), "threshold": "ok", "pass": ok})
     return rows
 
 
@@ -513,6 +584,17 @@ def print_report(console: Console, result: dict[str, Any]) -> None:
     for label, key, vs in rows:
         t.add_row(label, _rate(rates[key]), f"{1e6 / rates[key]['median']:.1f}", vs)
     console.print(t)
+    sc = result["verify_scale"]
+    t = Table(title=f"Reading back a long log: {sc['entries']:,} entries of {sc['bytes_per_entry']:.0f} B "
+                    f"({sc['log_mb']:.0f} MB), {sc['repeats']} repeats")
+    for col in ("reader", "records/s (median ±half-range)", "us/record", "vs json.loads"):
+        t.add_column(col, justify="left" if col == "reader" else "right")
+    for label, key in (("plain: json.loads per line (no checks)", "plain_json_loads"),
+                       ("verify, one process", "verify_1_process"),
+                       (f"verify, default ({sc['default_workers']} processes)", "verify_default")):
+        vs = "" if key == "plain_json_loads" else f"{sc['ratios'][key + '/plain_json_loads']:.2f}x"
+        t.add_row(label, _rate(sc["rates"][key]), f"{1e6 / sc['rates'][key]['median']:.1f}", vs)
+    console.print(t)
     console.print(f"{au['plain_bytes_per_record']:.0f} B a plain line, {au['audit_bytes_per_record']:.0f} B a logged "
                   f"decision (checkpoints included); {au['checkpoints']} checkpoints; the log adds "
                   f"{au['audit_extra_us_per_record']:.1f} us a record over a plain os.write")
@@ -521,7 +603,7 @@ def print_report(console: Console, result: dict[str, Any]) -> None:
     for col in ("target", "value", "threshold", "result"):
         t.add_column(col, justify="right" if col != "target" else "left")
     for row in result["targets"]:
-        t.add_row(row["target"], f"{row['value']:.1f}", row["threshold"], _verdict(row["pass"]))
+        t.add_row(row["target"], f"{row['value']:,.1f}", row["threshold"], _verdict(row["pass"]))
     console.print(t)
 
 
@@ -533,6 +615,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 5, quick 3)")
     ap.add_argument("--steps", type=int, default=None, help="control steps per shield repeat (default 1000, quick 150)")
     ap.add_argument("--records", type=int, default=None, help="records per audit repeat (default 5000, quick 1000)")
+    ap.add_argument("--long-log", type=int, default=None,
+                    help="~1 KB records in the long log verify reads back (default 100000, quick 5000)")
     ap.add_argument("--fsync-records", type=int, default=None,
                     help="records per fsync repeat (default 300, quick 50)")
     ap.add_argument("--tmpdir", type=Path, default=None, help="where the audit logs are written (default: system temp)")
@@ -553,6 +637,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     shield_result = bench_shield(steps, repeats, warmup)
     progress(f"audit: {repeats} x {records} records, {fsync_records} with fsync")
     audit_result = bench_audit(records, fsync_records, repeats, args.tmpdir)
+    long_log = args.long_log or (5000 if args.quick else 100_000)
+    progress(f"verify: {repeats} x reading back a log of {long_log:,} records of ~1 KB")
+    scale_result = bench_verify_scale(long_log, repeats, args.tmpdir)
 
     machine = machine_info()
     machine["cryptography"] = package_version("cryptography")
@@ -567,9 +654,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "clock_overhead_ns": overhead,
         "shield": shield_result,
         "audit": audit_result,
+        "verify_scale": scale_result,
         "targets_spec": TARGETS,
     }
-    result["targets"] = evaluate_targets(shield_result, audit_result)
+    result["targets"] = evaluate_targets(shield_result, audit_result, scale_result)
     result["wall_time_s"] = time.perf_counter() - started
 
     print_report(console, result)

@@ -2,8 +2,8 @@
 
 Verification result first; then a timeline of decisions (cost and interventions over
 time), the interventions by reason, and every decision with its chain of thought beside
-its action and camera frame, flagged where the thought contradicts the action (keyword rules,
-and the speeds and directions it claims: safety.audit.claims).
+its action and camera frame, flagged where the thought contradicts the action or the drive
+that followed (safety.audit.flags: the claims it makes, with their numbers and units).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents.control.mpc_params import DEFAULT
-from safety.audit.claims import check_claims
-from safety.audit.contradictions import contradictions
+from safety.audit.flags import decision_flags
 from safety.audit.log import iter_entries
 from safety.audit.search import intervened, total_cost
 from safety.audit.verify import verify
@@ -67,8 +66,7 @@ def write_audit_report(log_path: Path, public: Ed25519PublicKey, out: Path, max_
     flagged = 0
     for e in decisions[:max_decisions]:
         b = e["body"]
-        thought, action = str(b.get("thought", "")), b.get("action") or {}
-        flags = contradictions(thought, action, DEFAULT.as_dict()) + [str(f) for f in check_claims(thought, action)]
+        flags = decision_flags(b, DEFAULT.as_dict())
         flagged += bool(flags)
         action = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
                            for k, v in (b.get("action") or {}).items())

@@ -103,15 +103,12 @@ def _audit_search(args: argparse.Namespace) -> int:
 
 
 def _contradiction_flagger():
-    """The car's contradiction rules against its default parameters (the reference the report uses),
-    and the speeds and directions a thought claims against the action."""
+    """A decision's flags (safety.audit.flags) against the car's default parameters, the reference the report uses."""
     from agents.control.mpc_params import DEFAULT
-    from safety.audit.claims import check_claims
-    from safety.audit.contradictions import contradictions
+    from safety.audit.flags import decision_flags
 
     reference = DEFAULT.as_dict()
-    return lambda thought, action: (contradictions(thought, action, reference)
-                                    + [str(f) for f in check_claims(thought, action)])
+    return lambda body: decision_flags(body, reference)
 
 
 def _audit_index(args: argparse.Namespace) -> int:

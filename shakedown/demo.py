@@ -24,6 +24,7 @@ from agents.policies.car_expert import FixedParamsPolicy, ScriptedCarExpert
 from agents.tasks.car.drive_env import CarDriveConfig, CarDriveEnv
 from agents.tasks.car.instruction_env import Attempt, CarInstructionEnv, CarTaskConfig
 from agents.tasks.car.instructions import CATEGORIES
+from agents.tasks.car.outcome import drive_outcome
 from safety.audit import keys
 from safety.audit.log import AuditLog
 from safety.audit.records import decision_body
@@ -32,7 +33,7 @@ from safety.car.spec import CarSafetySpec, SpeedZone
 from shakedown.progress import progress_bar
 from shakedown.report import HtmlReport, plt
 from twin.car.randomization import CAR_RANDOMIZATION
-from twin.car.tracks import HELD_OUT, load_track
+from twin.car.tracks import HELD_OUT, Track, load_track
 from twin.car.twin import CarTwinConfig
 from twin.car.world import Obstacle
 from twin.core.config import ConfigError
@@ -87,11 +88,12 @@ OBSTACLES = (Obstacle(s=45.0, d=0.35, size=0.3), Obstacle(s=70.0, d=-0.3, size=0
 
 
 def _log_decision(log: AuditLog, obs: Observation, decision: Decision, attempt: Attempt, frame: str | None,
-                  context: dict) -> None:
+                  context: dict, track: Track, default: Attempt) -> None:
     log.append("decision", decision_body(obs, decision, executed=attempt.params.as_dict(), shield=attempt.trace.shield,
                                          costs=attempt.trace.costs, frame_sha256=frame,
                                          context={**context, "error": attempt.metrics["error"],
-                                                  "improvement": attempt.improvement}))
+                                                  "improvement": attempt.improvement},
+                                         outcome=drive_outcome(attempt.trace, track, default.trace)))
 
 
 def shipped_agent(console: Console) -> Policy | None:
@@ -109,6 +111,7 @@ def run_episodes(cfg: DemoConfig, console: Console, log: AuditLog) -> list[Episo
                                           safety=SAFETY))
     expert, default = ScriptedCarExpert(), FixedParamsPolicy()
     vlm = shipped_agent(console) if cfg.vlm else None
+    track = load_track(cfg.track)
     rows: list[EpisodeRow] = []
     total = len(CATEGORIES) * cfg.episodes_per_category
     with progress_bar() as bar:
@@ -123,13 +126,13 @@ def run_episodes(cfg: DemoConfig, console: Console, log: AuditLog) -> list[Episo
                 row.expert = env.evaluate(decision.action)
                 frame = log.store_frame(obs.image) if obs.image is not None else None
                 context = {"track": cfg.track, "seed": seed, "category": cat}
-                _log_decision(log, obs, default.decide(obs), row.default, frame, context)
-                _log_decision(log, obs, decision, row.expert, frame, context)
+                _log_decision(log, obs, default.decide(obs), row.default, frame, context, track, row.default)
+                _log_decision(log, obs, decision, row.expert, frame, context, track, row.default)
                 if vlm is not None:
                     answer = vlm.decide(obs)
                     row.vlm_status = answer.parse_status
                     row.vlm = env.evaluate(answer.action, failed_parse=answer.parse_status.startswith("fallback"))
-                    _log_decision(log, obs, answer, row.vlm, frame, context)
+                    _log_decision(log, obs, answer, row.vlm, frame, context, track, row.default)
                 rows.append(row)
                 bar.advance(task)
     env.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -33,11 +33,12 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def contradictions(thought: str, action: Mapping[str, Any], reference: Mapping[str, Any]) -> list[str]:
+def contradictions(thought: str, action: Mapping[str, Any], reference: Mapping[str, Any],
+                   rules: Sequence[Rule] = RULES) -> list[str]:
     """Why the action contradicts the thought, one line per rule broken (empty: no flag)."""
     text = thought.lower()
     flags = []
-    for rule in RULES:
+    for rule in rules:
         hit = next((p for p in rule.phrases if re.search(r"\b" + re.escape(p) + r"\b", text)), None)
         if hit is None or rule.quantity not in action or rule.quantity not in reference:
             continue

@@ -40,7 +40,8 @@ CREATE INDEX IF NOT EXISTS entries_time ON entries (time);
 GROUPS = {"policy": "policy_id", "robot": "robot", "rung": "rung", "log": "path", "day": "date(time, 'unixepoch')"}
 """What `rates` can group by."""
 
-Flagger = Callable[[str, Mapping[str, Any]], list[str]]
+Flagger = Callable[[Mapping[str, Any]], list[str]]
+"""A decision record's body -> its flags (safety.audit.flags.decision_flags with a reference)."""
 """(thought, action) -> contradiction flags (the caller supplies its task's rules and reference)."""
 
 
@@ -90,7 +91,7 @@ def _row(log_id: int, entry: dict[str, Any], flagger: Flagger | None) -> tuple:
     body = entry.get("body") or {}
     context = body.get("context") or {}
     action = body.get("action") or {}
-    flags = len(flagger(str(body.get("thought", "")), action)) if flagger and isinstance(action, dict) else 0
+    flags = len(flagger(body)) if flagger and isinstance(action, dict) else 0
     return (log_id, entry["seq"], entry["kind"], entry.get("time"), str(body.get("policy_id", "")),
             str(body.get("instruction", "")), str(body.get("thought", "")), str(body.get("parse_status", "")),
             int(intervened(body)), total_cost(body), str(context.get("robot", "")), str(context.get("rung", "")),

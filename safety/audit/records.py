@@ -16,9 +16,13 @@ def decision_body(
     costs: Mapping[str, float] | None = None,
     frame_sha256: str | None = None,
     context: Mapping[str, Any] | None = None,
+    outcome: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Decision id, policy id, observation digest, instruction, chain of thought, raw output,
-    parsed and executed action, shield verdict and costs, in one record."""
+    parsed and executed action, shield verdict and costs, in one record; `outcome`, when the
+    caller knows it, is what the robot then did (the fields of safety.audit.claims.ExecutedTrace:
+    speeds, lateral offsets, curvatures, smallest wall clearance, a reference drive's speed), so
+    an audit checks the thought's claims against the drive as well as against the action."""
     return {
         "decision_id": decision.decision_id,
         "sim_time": observation.timestamp,
@@ -35,4 +39,5 @@ def decision_body(
         "costs": dict(costs or {}),
         "frame_sha256": frame_sha256,
         "context": dict(context or {}),
+        **({"outcome": dict(outcome)} if outcome is not None else {}),
     }

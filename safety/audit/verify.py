@@ -135,7 +135,7 @@ def _parse_entry(line: bytes) -> tuple[dict[str, Any] | None, str]:
 CHUNK_BYTES = 1 << 20
 """About how much of the log is checked as one unit (whole lines). Chunks are hashed apart, in
 parallel, each into the aligned perfect Merkle subtrees its lines cover, put together in order."""
-PARALLEL_BYTES = 32 << 20
+PARALLEL_BYTES = 8 << 20
 """Logs at least this large are checked on all cores (when `verify` is left to choose)."""
 
 
@@ -311,7 +311,7 @@ def _scans(reader: ChunkReader, public_raw: bytes, want: frozenset[int], workers
             yield in_flight.popleft().result()
 
 
-def _default_workers(path: Path) -> int:
+def default_workers(path: Path) -> int:
     """All cores for a long log, when fork is safe here (no other threads); else this process."""
     if (path.stat().st_size < PARALLEL_BYTES or threading.active_count() > 1
             or "fork" not in multiprocessing.get_all_start_methods()):
@@ -346,7 +346,7 @@ def verify(path: Path | str, public: Ed25519PublicKey, allow_unsigned_tail: bool
     roots: dict[int, str] = {}
     prefix_roots: dict[int, str] = {}
     public_raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    scans = _scans(reader, public_raw, want, workers if workers is not None else _default_workers(path))
+    scans = _scans(reader, public_raw, want, workers if workers is not None else default_workers(path))
 
     def fail(i: int, reason: str, line: int | None = None) -> VerifyReport:
         scans.close()  # stops the workers; the entries after a problem are only counted

@@ -31,7 +31,7 @@ def test_index_search_and_rates_across_runs(tmp_path, capsys):
     tampered.write_bytes(bytes(data))
     db = tmp_path / "audits.db"
     results = index_logs(db, [r / "audit.log" for r in runs],
-                         flagger=lambda thought, action: ["slow?"] if "slow" in thought and action["v_max"] > 5 else [])
+                         flagger=lambda body: ["slow?"] if "slow" in body["thought"] and body["action"]["v_max"] > 5 else [])
     assert [r["ok"] for r in results] == [True, True, False]
     assert "FAILED" in results[2]["summary"]
     hits = query(db, policy="vlm")
