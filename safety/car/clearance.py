@@ -5,6 +5,10 @@ the clearance of something?" many times per control step. A grid of distances, b
 once per track, answers each question with one vectorised lookup instead of a geometric
 query per point. Cells outside the drivable area hold negative distances. Lookups
 subtract the cell's half diagonal, so the grid never reports more room than there is.
+
+The lookup of one point is a numba kernel (`clearance_at`): the shield's arc check calls it
+from its own compiled loop, one sample at a time, so it can stop at the first sample without
+room; `ClearanceMap.lookup` runs the same kernel over arrays.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numba
 import numpy as np
 from matplotlib.path import Path as PolyPath
 from scipy.spatial import cKDTree
@@ -47,15 +52,41 @@ class ClearanceMap:
         # A border of blocked cells: lookups clip into it instead of testing bounds.
         self.grid = np.pad(grid.reshape(ny, nx).astype(np.float32), 1, constant_values=-1.0)
         self.origin = lo - resolution
-        self._flat = self.grid.ravel()
-        self._nx = self.grid.shape[1]
-        self._max = np.array(self.grid.shape[::-1]) - 1
+        self.x0, self.y0 = float(self.origin[0]), float(self.origin[1])
 
     def lookup(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Clearance at points (outside the grid: -1, i.e. blocked)."""
-        ix = np.clip(((x - self.origin[0]) / self.resolution).astype(np.int64), 0, self._max[0])
-        iy = np.clip(((y - self.origin[1]) / self.resolution).astype(np.int64), 0, self._max[1])
-        return self._flat[iy * self._nx + ix]
+        """Clearance (float32) at points, the shape of x and y broadcast (outside the grid: -1, i.e. blocked)."""
+        bx, by = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+        flat = _lookup_points(self.grid, self.x0, self.y0, self.resolution, bx.ravel(), by.ravel())
+        return flat.reshape(bx.shape)
+
+
+@numba.njit(cache=True)
+def _cell(v: float, last: int) -> int:
+    """Index of the cell holding grid coordinate v, clamped to [0, last]; NaN: 0 (the blocked border)."""
+    if v >= last:
+        return last
+    if v >= 0.0:
+        return int(v)  # truncation is the floor here
+    return 0
+
+
+@numba.njit(cache=True)
+def clearance_at(grid: np.ndarray, x0: float, y0: float, resolution: float, x: float, y: float) -> np.float32:
+    """Clearance at one point of the padded grid of a ClearanceMap (its grid, x0, y0, resolution):
+    the cell's distance, or the border's -1 anywhere off the grid."""
+    ix = _cell((x - x0) / resolution, grid.shape[1] - 1)
+    iy = _cell((y - y0) / resolution, grid.shape[0] - 1)
+    return grid[iy, ix]
+
+
+@numba.njit(cache=True)
+def _lookup_points(grid: np.ndarray, x0: float, y0: float, resolution: float, x: np.ndarray,
+                   y: np.ndarray) -> np.ndarray:
+    out = np.empty(x.shape[0], dtype=grid.dtype)
+    for i in range(x.shape[0]):
+        out[i] = clearance_at(grid, x0, y0, resolution, x[i], y[i])
+    return out
 
 
 def _densify(poly: np.ndarray, step: float) -> np.ndarray:
