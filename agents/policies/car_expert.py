@@ -54,5 +54,6 @@ class ScriptedCarExpert:
         priv = observation.privileged
         params = expert_params(priv["category"], priv.get("target_speed"), observation.state["half_width"],
                                float(priv.get("car_width", 0.31)))
-        thought = f"The instruction asks for '{priv['category']}'; I set the parameters that serve it."
+        target = f" at {priv['target_speed']:g} m/s" if priv["category"] == "velocity" else ""
+        thought = f"The instruction asks for '{priv['category']}'{target}; I set the parameters that serve it."
         return Decision(action=params.as_dict(), policy_id=self.policy_id, thought=thought)

@@ -3,7 +3,8 @@
 Each example is an Observation (what the agent will see) and the target answer text in
 the exact format the parser reads: `<think>...</think>` then a JSON action. Car examples
 come from reset-only episodes of the instruction task (no driving needed); factory
-examples from labelled frames of single parts. Train and held-out paraphrases never mix.
+examples from labelled frames of single parts. Train and held-out wordings never mix: car examples
+draw from the split's template grammar (and, for train, the model's own paraphrases).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from agents.control.mpc_params import DEFAULT
 from agents.policies.car_expert import ScriptedCarExpert
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
+from agents.tasks.car.instructions import written_speed
 from agents.tasks.factory.envs import INSTRUCTION, KIND_ORDER
 from twin.car.tracks import TRAIN_TRACKS
 from twin.core.contracts import Observation
@@ -29,13 +31,17 @@ class Example:
     """The answer to learn: chain of thought, then the JSON action."""
 
 
-def car_thought(category: str, target_speed: float | None, action: dict[str, float]) -> str:
-    """A short reason (every thought token costs ~50 ms of decision time on a CPU)."""
+def car_thought(category: str, target_speed: float | None, action: dict[str, float], written: str | None = None) -> str:
+    """A short reason (every thought token costs ~50 ms of decision time on a CPU). A velocity thought states the
+    target in m/s, and first what it was read from when the instruction wrote it otherwise (`written`: the speed
+    as written, e.g. 'nine km/h' -> "nine km/h is 2.5 m/s. Target 2.5 m/s: ...")."""
     if category == "centerline":
         return (f"Centerline: stop tracking the racing line (qn {action.get('qn', DEFAULT.qn):g}), margin "
                 f"{action.get('track_safety_margin', DEFAULT.track_safety_margin):.2f} m, slower.")
     if category == "velocity":
-        return f"Hold {target_speed:g} m/s: v_max {action.get('v_max', DEFAULT.v_max):g}, high qv."
+        target = f"{target_speed:g} m/s"
+        read = f"{written} is {target}. " if written and written != target else ""
+        return f"{read}Target {target}: v_max {action.get('v_max', DEFAULT.v_max):g}, high qv."
     if category == "reverse":
         return "Reverse: negative speed band near -1 m/s, high qv."
     if category == "smooth":
@@ -58,7 +64,7 @@ def car_examples(n: int, seed: int, split: str = "train", tracks: tuple[str, ...
             obs = info["observation"]
             params = expert.decide(obs).action
             changed = {k: round(v, 3) for k, v in params.items() if abs(v - getattr(DEFAULT, k)) > 1e-9}
-            thought = car_thought(info["category"], info["target_speed"], changed)
+            thought = car_thought(info["category"], info["target_speed"], changed, written_speed(info["instruction"]))
             out.append(Example(obs, answer(thought, changed)))
     finally:
         env.close()

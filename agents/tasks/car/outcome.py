@@ -28,7 +28,7 @@ def drive_outcome(trace: Trace, track: Track, reference: Trace | None = None, ev
     included), and the median speed of a `reference` drive (e.g. the default parameters')."""
     half_width = (vehicle or VehicleParams()).width / 2
     keep = slice(None, None, max(1, every))
-    room = clearance_map(track.name).lookup(trace["x"], trace["y"]) - half_width
+    room = clearance_map(track.name, ()).lookup(trace["x"], trace["y"]) - half_width  # the cache key the guard uses
     outcome: dict[str, Any] = {
         "speeds": [round(float(v), 3) for v in trace["v"][keep]],
         "lateral_offsets": [round(float(d), 3) for d in trace["d"][keep]],

@@ -1,0 +1,190 @@
+"""Driving instructions as people write them: words and units read, train and held-out wordings kept apart,
+every generated instruction read back to its own truth, unreadable text refused with what to write instead."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.tasks.car.instructions import (
+    CATEGORIES,
+    HELD_OUT_GRAMMAR,
+    HELD_OUT_PARAPHRASES,
+    HELD_OUT_SPEEDS,
+    PARAPHRASES_PATH,
+    TRAIN_GRAMMAR,
+    TRAIN_PARAPHRASES,
+    TRAIN_SPEED_RANGE,
+    Instruction,
+    expand,
+    frame,
+    held_out_cores,
+    in_held_out_family,
+    number_words,
+    paraphrase_pool,
+    parse_instruction,
+    sample_instruction,
+    template_instruction,
+    written_speed,
+)
+from agents.tasks.car.paraphrase import verdict
+from agents.training.sft_data import car_examples, car_thought
+from safety.audit.claims import extract_claims
+from twin.core.config import ConfigError
+
+
+@pytest.mark.parametrize(("text", "speed"), [
+    ("Drive at one point six meters per second.", 1.6),
+    ("Go 9 km/h.", 2.5),
+    ("5 mph, please.", 2.24),
+    ("Hold two and a half metres per second.", 2.5),
+    ("Three m/s, thanks.", 3.0),
+    ("The track is slippery, so eighteen kph.", 5.0),
+    ("Cruise at twenty-five kilometres per hour.", 6.94),
+    ("go 10 kilometres an hour", 2.78),
+    ("Keep 1.234 m/s", 1.23),
+    ("Drive at 2 meters/second", 2.0),
+    ("Drive at 4 m/s.", 4.0),
+])
+def test_speeds_in_words_and_units_are_read_in_metres_per_second(text, speed):
+    assert parse_instruction(text) == Instruction("velocity", text, speed)
+
+
+@pytest.mark.parametrize(("text", "category"), [
+    ("stay away from the barriers", "centerline"),
+    ("Keep clear of both kerbs.", "centerline"),
+    ("No need to reverse; stay in the middle.", "centerline"),
+    ("Avoid jerky steering and braking.", "smooth"),
+    ("Take it nice and easy.", "smooth"),
+    ("Drive gently, no harsh acceleration.", "smooth"),
+    ("Put it in reverse and roll back.", "reverse"),
+    ("Drive rear first, please.", "reverse"),
+    ("Reverse at one metre per second.", "reverse"),
+])
+def test_categories_are_read_from_the_words(text, category):
+    assert parse_instruction(text).category == category
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("do a backflip", r"unknown instruction .*Write e\.g\. 'Stay in the middle"),
+    ("", "unknown instruction"),
+    ("drive at 2", "write its unit: m/s, km/h or mph"),
+    ("keep it under 3 m/s", "only a limit: say the speed to hold"),
+    ("Can't keep the ride smooth.", "unknown instruction"),
+    ("Brake harshly.", "unknown instruction"),
+    ("Drive at 2 m/s in the middle.", r"ambiguous .*velocity .*centerline .*ask for one"),
+    ("Drive at 2 m/s, then 3 m/s.", r"ambiguous .*ask for one"),
+    ("Reverse at 3 m/s.", "drives at 1 m/s; leave the speed out"),
+    ("Go 40 km/h.", r"11\.11 m/s; the car holds 0\.2 to 8 m/s"),
+])
+def test_unreadable_text_is_refused_saying_what_to_write(text, says):
+    with pytest.raises(ConfigError, match=says):
+        parse_instruction(text)
+
+
+def test_the_first_wordings_are_still_read():
+    for table, speed in ((TRAIN_PARAPHRASES, 1.7), (HELD_OUT_PARAPHRASES, 2.9)):
+        for category, templates in table.items():
+            for template in templates:
+                ins = parse_instruction(template.format(v=f"{speed:g}"))
+                assert ins.category == category
+                assert ins.target_speed == {"velocity": speed, "reverse": -1.0}.get(category)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**63 - 1), split=st.sampled_from(["train", "heldout"]),
+       category=st.sampled_from([None, *CATEGORIES]))
+def test_every_generated_instruction_reads_back_to_its_own_truth(seed, split, category):
+    ins = sample_instruction(np.random.default_rng(seed), split, category)
+    assert parse_instruction(ins.text) == ins
+    assert category in (None, ins.category)
+    assert ins.text == " ".join(ins.text.split()) and not ins.text[0].islower()
+
+
+def _texts(split: str, n: int, seed: int) -> set[str]:
+    rng = np.random.default_rng(seed)
+    return {sample_instruction(rng, split).text for _ in range(n)}
+
+
+def test_train_and_held_out_share_no_frame_and_no_family():
+    train, held = _texts("train", 4000, 1), _texts("heldout", 4000, 2)
+    train_frames, held_frames = set(map(frame, train)), set(map(frame, held))
+    assert len(train_frames) > 500 and len(held_frames) > 500  # many wordings, not a handful
+    assert not train_frames & held_frames
+    assert not [t for t in train if in_held_out_family(t)]
+    assert all(in_held_out_family(t) for t in held)
+    for part in ("tones", "situations", "fillers"):
+        assert not set(getattr(TRAIN_GRAMMAR, part)) & set(getattr(HELD_OUT_GRAMMAR, part))
+    train_cores = {frame(c.lstrip("=~").replace("{speed}", "2 m/s"))
+                   for cores in TRAIN_GRAMMAR.cores.values() for core in cores for c in expand(core)}
+    assert not train_cores & held_out_cores()
+
+
+def test_speeds_of_each_split():
+    rng = np.random.default_rng(3)
+    train = [sample_instruction(rng, "train", "velocity") for _ in range(400)]
+    held = [sample_instruction(rng, "heldout", "velocity") for _ in range(400)]
+    lo, hi = TRAIN_SPEED_RANGE
+    assert all(lo <= i.target_speed <= hi and min(abs(i.target_speed - h) for h in HELD_OUT_SPEEDS) >= 0.1
+               for i in train)
+    assert {i.target_speed for i in held} == set(HELD_OUT_SPEEDS)
+    for split in (train, held):  # speeds in digits and in words, in several units
+        written = [written_speed(i.text) for i in split]
+        assert any(re.match(r"\d", w) for w in written) and any(re.match(r"[a-z]", w) for w in written)
+        assert all(any(w.endswith(u) for w in written) for u in ("m/s", "km/h", "kph", "mph", "per second"))
+
+
+def test_same_seed_same_instructions():
+    def draw(seed):
+        rng = np.random.default_rng(seed)
+        return [sample_instruction(rng, split) for split in ("train", "heldout") * 40]
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+    with pytest.raises(ConfigError, match="must be 'train' or 'heldout'"):
+        sample_instruction(np.random.default_rng(0), "test")
+    with pytest.raises(ConfigError, match="unknown instruction category"):
+        template_instruction(np.random.default_rng(0), "train", "fly")
+
+
+@settings(max_examples=200, deadline=None)
+@given(whole=st.integers(0, 99), frac=st.sampled_from(["", "5", "25", "05", "8", "75"]), seed=st.integers(0, 2**32))
+def test_number_words_are_read_back_by_the_claims_reader(whole, frac, seed):
+    number = f"{whole}.{frac}" if frac else str(whole)
+    (claim,) = extract_claims(f"Hold {number_words(number, np.random.default_rng(seed))} m/s.")
+    assert claim.value == float(number)
+
+
+def test_the_model_paraphrases_are_train_only_and_mean_what_they_are_stored_as():
+    data = json.loads(PARAPHRASES_PATH.read_text())
+    assert data["kept"] == len(data["paraphrases"]) <= data["generated"]
+    pool = paraphrase_pool()
+    assert sum(map(len, pool.values())) == data["kept"] > 0
+    for ins in (i for items in pool.values() for i in items):
+        assert parse_instruction(ins.text) == ins
+        assert not in_held_out_family(ins.text)
+    rng = np.random.default_rng(0)
+    drawn = {sample_instruction(rng, "train").text for _ in range(600)}
+    assert drawn & {i.text for items in pool.values() for i in items}
+
+
+def test_paraphrase_verdicts():
+    source = Instruction("velocity", "Drive at 2.5 m/s.", 2.5)
+    assert verdict("Keep the car going at two and a half metres per second.", source, set()) == "kept"
+    assert verdict("Keep the car going at 3 m/s.", source, set()) == "changed meaning"
+    assert verdict("Lock in 2.5 m/s.", source, set()) == "says a held-out wording"
+    assert verdict("Go fast.", source, set()) == "unreadable"
+    assert verdict("Drive at 2.5 m/s!", source, set()) == "not new"
+
+
+def test_the_expert_thought_states_the_target_it_read_in_metres_per_second():
+    thought = car_thought("velocity", 1.6, {"v_max": 1.62}, written_speed("Drive at one point six meters per second."))
+    assert thought.startswith("one point six meters per second is 1.6 m/s. Target 1.6 m/s:")
+    assert car_thought("velocity", 2.0, {"v_max": 2.02}, "2 m/s").startswith("Target 2 m/s:")
+    velocity = [ex for ex in car_examples(16, seed=1, tracks=("oval",)) if ex.observation.privileged["category"] == "velocity"]
+    assert velocity
+    for ex in velocity:
+        assert f"Target {ex.observation.privileged['target_speed']:g} m/s:" in ex.target
