@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from safety.audit.keys import key_id
-from safety.audit.log import GENESIS, TAIL_PATTERN, canonical, entry_hash, head_payload, read_lines
+from safety.audit.log import GENESIS, TAIL_PATTERN, canonical, entry_hash, head_payload, read_lines, tail_match
 from safety.audit.merkle import MerkleFrontier, inclusion_path, leaf_hash, verify_inclusion
 
 TAMPERING, INPUT = "tampering", "input"
@@ -161,6 +161,8 @@ class ChunkScan:
     """Subtrees of this chunk's entries before each wanted prefix size inside it (witnessed heads)."""
     problem: tuple[int, str] | None
     """(index, reason) of the first entry found wrong here, if any."""
+    torn_tail: tuple[int, bytes] | None = None
+    """(byte offset, bytes) of a partial last line of the log, if it starts in this chunk."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -253,58 +255,67 @@ def scan_chunk(start: int, lines: Sequence[bytes], public_raw: bytes, want: froz
     return result(None)
 
 
-class ChunkReader:
-    """A log's chunks of whole lines, as (index of the first line, byte offset, bytes), each about
-    CHUNK_BYTES long, read a block at a time (memory: a block and a chunk, whatever the log's
-    length). After reading, `torn_tail` holds the (byte offset, bytes) of a partial last line."""
-
-    def __init__(self, path: Path, block: int = 4 << 20) -> None:
-        self.path, self.block = path, block
-        self.torn_tail: tuple[int, bytes] | None = None
-
-    def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
-        start = offset = 0  # index of the next chunk's first line; file offset of data[0]
-        data = b""
-        with open(self.path, "rb") as f:
-            while more := f.read(self.block):
-                data = data + more if data else more
-                pos = 0
-                while len(data) - pos >= CHUNK_BYTES:
-                    end = data.rfind(b"\n", pos, pos + CHUNK_BYTES) + 1 or data.find(b"\n", pos + CHUNK_BYTES) + 1
-                    if not end:  # one line longer than a chunk, not yet whole
-                        break
-                    chunk = data[pos:end]
-                    yield start, offset + pos, chunk
-                    start, pos = start + chunk.count(b"\n"), end
-                data, offset = data[pos:], offset + pos
-        end = data.rfind(b"\n") + 1
-        if end or start == 0:  # the last lines (or, for a log without a whole line, an empty chunk)
-            yield start, offset, data[:end]
-        if end < len(data):
-            self.torn_tail = (offset + end, data[end:])
-
-
-def _scan_range(path: str, start: int, offset: int, length: int, public_raw: bytes, want: frozenset[int]) -> ChunkScan:
-    """`scan_chunk` on the lines at a byte range of the log (run in a worker: it reads them itself)."""
+def lines_starting_in(path: Path | str, offset: int, end: int) -> tuple[list[bytes], tuple[int, bytes] | None]:
+    """The complete lines of a file that start in bytes [offset, end) (the last may run past `end`),
+    and the (byte offset, bytes) of a partial last line of the file if it starts there. Cutting a
+    file at any byte offsets and reading each piece this way gives every line exactly once, so
+    a worker finds its own lines: nobody has to read the whole file first."""
     with open(path, "rb") as f:
-        data = os.pread(f.fileno(), length, offset)
-    return scan_chunk(start, data.split(b"\n")[:-1], public_raw, want)
+        f.seek(max(offset - 1, 0))
+        data = f.read(end - offset + (offset > 0))
+        if offset > 0:  # data[0] is the byte before `offset`: skip the line that started before it
+            first = data.find(b"\n") + 1
+            if not 0 < first < len(data):
+                return [], None  # no line starts in [offset, end)
+            data, offset = data[first:], offset - 1 + first
+        if not data.endswith(b"\n"):  # finish the last line, wherever it ends
+            rest = [data]
+            while piece := f.read(1 << 16):
+                newline = piece.find(b"\n")
+                rest.append(piece if newline < 0 else piece[:newline + 1])
+                if newline >= 0:
+                    break
+            data = b"".join(rest)
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    return lines, ((offset + len(data) - len(tail), tail) if tail else None)
 
 
-def _scans(reader: ChunkReader, public_raw: bytes, want: frozenset[int], workers: int) -> Iterator[ChunkScan]:
-    """Chunk scans in log order, computed here or on `workers` processes (a bounded number of
-    chunks in flight, so memory stays bounded however long the log is)."""
+def _claimed_seq(line: bytes) -> int | None:
+    """The sequence number a line claims, read as `scan_chunk` reads it (None: the line is unreadable)."""
+    found = tail_match(line)
+    if found is not None:
+        return int(found[1].group(5))
+    entry, _ = _parse_entry(line)
+    return None if entry is None else entry["seq"]
+
+
+def _scan_range(path: str, offset: int, end: int, public_raw: bytes, want: frozenset[int]) -> ChunkScan:
+    """`scan_chunk` on the lines that start in bytes [offset, end) of the log. The chunk's index in
+    the log is the one its first line claims (the caller, who knows where the previous chunk
+    ended, checks the claim); `start` is -1 when that line is unreadable."""
+    lines, torn = lines_starting_in(path, offset, end)
+    claimed = _claimed_seq(lines[0]) if lines else None
+    scan = scan_chunk(claimed if claimed is not None else 0, lines, public_raw, want)
+    return dataclasses.replace(scan, start=-1 if lines and claimed is None else scan.start, torn_tail=torn)
+
+
+def _scans(path: Path, public_raw: bytes, want: frozenset[int], workers: int) -> Iterator[ChunkScan]:
+    """Scans of the log's byte ranges of CHUNK_BYTES, in order, computed here or on `workers`
+    processes (a bounded number in flight, so memory stays bounded however long the log is)."""
+    size = path.stat().st_size
+    ranges = [(offset, min(offset + CHUNK_BYTES, size)) for offset in range(0, size, CHUNK_BYTES)]
     if workers <= 1:
-        for start, _, data in reader:
-            yield scan_chunk(start, data.split(b"\n")[:-1], public_raw, want)
+        for offset, end in ranges:
+            yield _scan_range(str(path), offset, end, public_raw, want)
         return
     # fork: the workers need nothing but this module, and start in milliseconds (spawn would
     # re-import it); `verify` only asks for workers when this process runs no other threads.
-    # Workers read their chunk's bytes themselves: the parent only finds where chunks start.
+    # Each worker reads its own range: the parent reads nothing.
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         in_flight: collections.deque[concurrent.futures.Future[ChunkScan]] = collections.deque()
-        for start, offset, data in reader:
-            in_flight.append(pool.submit(_scan_range, str(reader.path), start, offset, len(data), public_raw, want))
+        for offset, end in ranges:
+            in_flight.append(pool.submit(_scan_range, str(path), offset, end, public_raw, want))
             if len(in_flight) > 2 * workers:
                 yield in_flight.popleft().result()
         while in_flight:
@@ -326,7 +337,7 @@ def verify(path: Path | str, public: Ed25519PublicKey, allow_unsigned_tail: bool
     missing signed head, a missing or empty log all fail; `witness` (a witness store) adds
     the check that the log is neither shorter than nor inconsistent with any head it saw.
 
-    The log is streamed (bounded memory, whatever its length) in chunks of about CHUNK_BYTES;
+    The log is read in byte ranges of CHUNK_BYTES (bounded memory, whatever its length);
     `workers` processes check chunks in parallel (default: both cores for a log of
     PARALLEL_BYTES or more). The report is the same whichever way it was computed."""
     path = Path(path)
@@ -339,14 +350,14 @@ def verify(path: Path | str, public: Ed25519PublicKey, allow_unsigned_tail: bool
     if isinstance(witnessed, str):
         return VerifyReport(False, 0, 0, 0, 0, Problem(0, witnessed, INPUT), kid)
     want = frozenset(h["tree_size"] for h in witnessed)
-    reader = ChunkReader(path)
-    frontier = MerkleFrontier()  # of whole chunks: each chunk's root is one perfect subtree
+    frontier = MerkleFrontier()  # of the chunks so far: their subtrees, put together in order
     prev = GENESIS
     checkpoints = signed = n = 0
     roots: dict[int, str] = {}
-    prefix_roots: dict[int, str] = {}
+    prefix_roots: dict[int, str] = {0: frontier.root().hex()} if 0 in want else {}
+    torn_tail: tuple[int, bytes] | None = None
     public_raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    scans = _scans(reader, public_raw, want, workers if workers is not None else default_workers(path))
+    scans = _scans(path, public_raw, want, workers if workers is not None else default_workers(path))
 
     def fail(i: int, reason: str, line: int | None = None) -> VerifyReport:
         scans.close()  # stops the workers; the entries after a problem are only counted
@@ -354,9 +365,15 @@ def verify(path: Path | str, public: Ed25519PublicKey, allow_unsigned_tail: bool
         return VerifyReport(False, _count_lines(path), i, checkpoints, signed, problem, kid, len(witnessed))
 
     for scan in scans:
-        n = scan.start + scan.count
+        torn_tail = scan.torn_tail or torn_tail
+        if not scan.count:
+            continue
+        if scan.start < 0:  # its first line is unreadable: that is the problem, at the index it should have had
+            return fail(n, scan.problem[1])
+        if scan.start != n:
+            return fail(n, f"sequence number {scan.start} where {n} was expected (an entry was deleted, inserted or moved)")
         if scan.first_prev is not None and scan.first_prev != prev:
-            return fail(scan.start, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)")
+            return fail(n, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)")
         for i, body, before in scan.checkpoints:
             if body["root"] != frontier.root(before).hex():
                 return fail(i, "checkpoint does not match the entries before it (root, size or chain head)")
@@ -370,9 +387,10 @@ def verify(path: Path | str, public: Ed25519PublicKey, allow_unsigned_tail: bool
         for size, root in scan.subtrees:
             frontier.add_subtree(size, root)
         prev = scan.last_hash
+        n = scan.start + scan.count
 
-    if reader.torn_tail is not None:
-        offset, torn = reader.torn_tail
+    if torn_tail is not None:
+        offset, torn = torn_tail
         return fail(n, f"torn tail: {len(torn)} bytes of a partial entry at byte {offset} (a write was cut off); "
                        "`shakedown audit repair` quarantines it if it lies beyond the signed head", line=n + 1)
     for head in witnessed:  # rollback and forks: a witness remembers what it saw
