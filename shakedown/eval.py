@@ -16,11 +16,23 @@ from rich.table import Table
 
 from agents.evaluation.evaluate import EvalConfig, evaluate, summary_table
 from agents.tasks.car.instructions import CATEGORIES
+from agents.tasks.car.metrics import MIN_PROGRESS_RATIO
 from shakedown.progress import RichProgress
 from shakedown.report import HtmlReport, plt
 
-CURVE_KEYS = ("reward", "reward_driving", "accuracy", "loss")
-"""What a learning curve plots: RL runs their reward (PPO also accuracy), SFT its loss."""
+CURVE_KEYS = ("reward", "reward_driving", "driving_legacy", "reward_faithfulness", "accuracy", "loss")
+"""What a learning curve plots: RL runs their reward (GRPO also its driving score under the legacy metric,
+both also the faithfulness term, PPO its accuracy), SFT its loss."""
+COLUMNS_NOTE = {
+    "car": ("Scores: improvement over the default parameters on the same episode; centerline and smooth also need "
+            f"forward progress (under {MIN_PROGRESS_RATIO:.0%} of the default's is a crawl, a reverse drive fails, "
+            "below the default's pace a penalty). Legacy adaptability: the same drives under the old score, without the "
+            "progress term. Thought disagreement: share of decisions whose thought has a claim the parameters "
+            "or the drive do not bear out (safety.audit.claims)."),
+    "factory": ("Thought disagreement: share of decisions whose thought concludes another decision, reports a "
+                "defect on an accepted part or a clean part that is rejected (agents.tasks.factory.faithfulness)."),
+}
+"""What the table's less obvious columns mean, printed under it."""
 
 
 def _curves_figure(runs: tuple[str, ...]) -> plt.Figure | None:
@@ -85,9 +97,11 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
     for r in table_rows:
         table.add_row(*(str(v) for v in r))
     console.print(table)
+    console.print(COLUMNS_NOTE[cfg.world])
     run_dir = cfg.out_dir / f"eval-{cfg.world}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     rep = HtmlReport(f"Shakedown evaluation: {cfg.world}")
     rep.table(header, table_rows)
+    rep.text(COLUMNS_NOTE[cfg.world])
     fig = _curves_figure(cfg.adapters + cfg.baselines)
     if fig is not None:
         rep.heading("Learning curves")

@@ -1,9 +1,14 @@
 """Policies side by side on held-out worlds, failures counted, never dropped.
 
 Car: the held-out track and held-out paraphrases (and speeds), each episode driven by every
-policy in the same randomized world; score = improvement over the default parameters per
-category, a failed parse or a crash scoring -1. Factory: the same randomized inspection
-episodes for every policy; accuracy, false accept/reject, parse failures.
+policy in the same randomized world; score = agents.tasks.car.metrics.score per category
+(improvement over the default parameters, centerline and smooth judged on forward progress
+too), a failed parse, a crash, a crawl or a reverse drive scoring -1; the legacy score (no
+progress term) is kept beside it. Factory: the same randomized inspection episodes for every
+policy; accuracy, false accept/reject, parse failures. Both worlds: the share of decisions
+whose thought disagrees with the action (car: safety.audit.claims.check_claims against the
+parameters and the drive; factory: agents.tasks.factory.faithfulness).
+Rows keep what re-scoring needs without driving again (errors, progress, the action).
 `shakedown eval` (shakedown/eval.py) prints the table and builds the report from these rows.
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,10 +28,12 @@ from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
 from agents.policies.sb3 import SB3Policy
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.tasks.car.instructions import CATEGORIES
+from agents.tasks.car.metrics import thought_flags
 from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from agents.tasks.factory.faithfulness import thought_flags as part_thought_flags
 from agents.vlm.loading import agent_from_adapter, zero_shot_agent
 from agents.vlm.model import GenerationConfig
-from twin.car.tracks import HELD_OUT
+from twin.car.tracks import HELD_OUT, Track, load_track
 from twin.core.config import ConfigError
 from twin.core.contracts import Policy
 from twin.core.progress import Progress, progress_stage
@@ -53,6 +61,9 @@ class EvalConfig:
     """Car: simulated seconds per drive."""
     max_new_tokens: int = 128
     """Longest answer a language-model policy may write (tokens)."""
+    unconstrained: bool = False
+    """Decode without the answer grammar (as before it existed): answers may then fail to parse, and
+    each failure scores as one; for comparing against free decoding."""
     seed: int = 1000
     """Evaluation seeds start here, apart from training's."""
     out_dir: Annotated[Path, tyro.conf.arg(name="out")] = Path("runs")
@@ -67,7 +78,7 @@ class EvalConfig:
 
 def vlm_policies(cfg: EvalConfig) -> list[Policy]:
     """The zero-shot model (if asked) and each adapter as its own agent (LoRA merged: inference only)."""
-    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens)
+    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, constrained=not cfg.unconstrained)
     out: list[Policy] = [zero_shot_agent(cfg.world, gen)] if cfg.zero_shot else []
     return out + [agent_from_adapter(path, cfg.world, gen, merge=True) for path in cfg.adapters]
 
@@ -77,27 +88,43 @@ def label(policy: Policy) -> str:
     return getattr(policy, "label", policy.policy_id)
 
 
-def evaluate_car(cfg: EvalConfig, policies: list[Policy], progress: Progress | None = None) -> list[dict[str, Any]]:
+def car_episodes(cfg: EvalConfig) -> list[tuple[int, dict[str, Any]]]:
+    """The evaluation's car episodes as (seed, reset options): `episodes` per category, seeds from `seed`."""
+    return [(cfg.seed + 100 * ci + i, {"category": cat}) for ci, cat in enumerate(CATEGORIES) for i in range(cfg.episodes)]
+
+
+def evaluate_car(cfg: EvalConfig, policies: list[Policy], progress: Progress | None = None,
+                 episodes: Sequence[tuple[int, Mapping[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """One row per policy and episode; `episodes`: (seed, reset options) pairs, car_episodes(cfg) by default
+    (options may give the instruction itself, as a re-score of a stored evaluation does)."""
     env = CarInstructionEnv(CarTaskConfig(tracks=HELD_OUT, split="heldout", duration_s=cfg.duration_s))
+    episodes = car_episodes(cfg) if episodes is None else episodes
+    tracks: dict[str, Track] = {}
     rows = []
-    with progress_stage(progress, "evaluating car", len(CATEGORIES) * cfg.episodes * len(policies)) as bar:
-        for ci, cat in enumerate(CATEGORIES):
-            for i in range(cfg.episodes):
-                seed = cfg.seed + 100 * ci + i
-                _, info = env.reset(seed=seed, options={"category": cat})
-                obs = info["observation"]
-                for policy in policies:
-                    t0 = time.perf_counter()
-                    decision = policy.decide(obs)
-                    latency = time.perf_counter() - t0
-                    failed = decision.parse_status.startswith("fallback")
-                    attempt = env.evaluate(decision.action, failed_parse=failed)
-                    rows.append({"policy": label(policy), "policy_id": policy.policy_id, "category": cat, "seed": seed,
-                                 "instruction": info["instruction"], "improvement": attempt.improvement,
-                                 "error": attempt.metrics["error"], "crashed": attempt.trace.crashed,
-                                 "parse_failed": failed, "latency_s": latency, "thought": decision.thought,
-                                 "raw": decision.raw_output})
-                    bar.advance()
+    with progress_stage(progress, "evaluating car", len(episodes) * len(policies)) as bar:
+        for seed, options in episodes:
+            _, info = env.reset(seed=seed, options=options)
+            obs, cat = info["observation"], info["category"]
+            default = env.default_attempt()
+            if info["track"] not in tracks:
+                tracks[info["track"]] = load_track(info["track"])
+            track = tracks[info["track"]]
+            for policy in policies:
+                t0 = time.perf_counter()
+                decision = policy.decide(obs)
+                latency = time.perf_counter() - t0
+                failed = decision.parse_status.startswith("fallback")
+                attempt = env.evaluate(decision.action, failed_parse=failed)
+                flags = thought_flags(decision.thought, decision.action, attempt.trace, track, default.trace)
+                rows.append({"policy": label(policy), "policy_id": policy.policy_id, "category": cat, "seed": seed,
+                             "instruction": info["instruction"], "improvement": attempt.improvement,
+                             "legacy_improvement": attempt.score.legacy_improvement, "failure": attempt.score.failure,
+                             "progress_ratio": attempt.score.progress_ratio, "progress": attempt.metrics["progress"],
+                             "default_progress": default.metrics["progress"], "error": attempt.metrics["error"],
+                             "default_error": default.metrics["error"], "crashed": attempt.trace.crashed,
+                             "parse_failed": failed, "action": dict(decision.action), "thought_flags": flags,
+                             "latency_s": latency, "thought": decision.thought, "raw": decision.raw_output})
+                bar.advance()
     env.close()
     return rows
 
@@ -123,6 +150,7 @@ def evaluate_factory(cfg: EvalConfig, policies: list[Policy], progress: Progress
                                  "false_accept": info["reward_terms"]["false_accept"] < 0,
                                  "false_reject": info["reward_terms"]["false_reject"] < 0,
                                  "parse_failed": decision.parse_status.startswith("fallback"),
+                                 "thought_flags": part_thought_flags(decision.thought, decision.action["decision"]),
                                  "latency_s": latency, "thought": decision.thought, "raw": decision.raw_output})
                     done = term or trunc
                     bar.advance()
@@ -130,26 +158,48 @@ def evaluate_factory(cfg: EvalConfig, policies: list[Policy], progress: Progress
     return rows
 
 
+def adaptability(rows: Sequence[Mapping[str, Any]], key: str = "improvement") -> tuple[list[float], float]:
+    """Per-category means of `key` ('improvement' or 'legacy_improvement') in CATEGORIES order (NaN for a
+    category without rows) and their mean, the control adaptability."""
+    per = [float(np.mean(v)) if (v := [r[key] for r in rows if r["category"] == c]) else float("nan")
+           for c in CATEGORIES]
+    return per, float(np.mean(per))
+
+
+def disagreement(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The share of decisions whose thought has at least one flag, as the table prints it ('-': no thoughts;
+    rows from before the column existed count as unflagged)."""
+    if not any(r.get("thought") for r in rows):
+        return "-"
+    return f"{np.mean([bool(r.get('thought_flags')) for r in rows]):.3f}"
+
+
 def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     if world == "car":
-        header = ["policy", *CATEGORIES, "adaptability", "parse failures", "crashes", "decision p50 (s)"]
+        header = ["policy", *CATEGORIES, "adaptability", "legacy adaptability", "parse failures", "crashes",
+                  "crawls / reverse", "thought disagreement", "decision p50 (s)"]
         table = []
         for p in policies:
             mine = [r for r in rows if r["policy"] == p]
-            per = [float(np.mean([r["improvement"] for r in mine if r["category"] == c])) for c in CATEGORIES]
-            table.append([p, *(f"{100 * v:.1f} %" for v in per), f"{100 * np.mean(per):.1f} %",
+            per, mean = adaptability(mine)
+            # rows from before the progress term have no legacy score: their improvement was the legacy one
+            _, legacy = adaptability([{**r, "legacy_improvement": r.get("legacy_improvement", r["improvement"])}
+                                      for r in mine], "legacy_improvement")
+            table.append([p, *(f"{100 * v:.1f} %" for v in per), f"{100 * mean:.1f} %", f"{100 * legacy:.1f} %",
                           sum(r["parse_failed"] for r in mine), sum(r["crashed"] for r in mine),
+                          sum(r.get("failure") in ("crawl", "reverse") for r in mine), disagreement(mine),
                           f"{np.median([r['latency_s'] for r in mine]):.3f}"])
         return header, table
-    header = ["policy", "accuracy", "false accept", "false reject", "parse failures", "decision p50 (s)"]
+    header = ["policy", "accuracy", "false accept", "false reject", "parse failures", "thought disagreement",
+              "decision p50 (s)"]
     table = []
     for p in policies:
         mine = [r for r in rows if r["policy"] == p]
         table.append([p, f"{np.mean([r['correct'] for r in mine]):.3f}",
                       f"{np.mean([r['false_accept'] for r in mine]):.3f}",
                       f"{np.mean([r['false_reject'] for r in mine]):.3f}", sum(r["parse_failed"] for r in mine),
-                      f"{np.median([r['latency_s'] for r in mine]):.3f}"])
+                      disagreement(mine), f"{np.median([r['latency_s'] for r in mine]):.3f}"])
     return header, table
 
 

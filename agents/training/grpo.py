@@ -4,9 +4,12 @@
 
 Each step: draw `prompts_per_step` episodes (train tracks, train paraphrases); sample a
 group of answers per prompt; drive every answer's MPC parameters in the twin for
-`duration_s` of simulated time (through the shield); reward = driving improvement over
-the default parameters + format + extraction + valid names (RobotxR1's terms) minus a
-Lagrangian cost for the constraint violations the shield still counted; advantages are
+`duration_s` of simulated time (through the shield); reward = driving score over the
+default parameters (agents.tasks.car.metrics.score: the error improvement, minus a progress
+penalty on centerline and smooth, a crawl or a reverse drive failing) + format + extraction
++ valid names (RobotxR1's terms) + faithfulness (the thought's claims borne out by the
+parameters) minus a Lagrangian cost for the constraint violations the shield still counted;
+the driving score's terms and the legacy score are logged beside it; advantages are
 rewards normalised within each group; loss = -A * log p(answer) + beta * KL(policy || reference),
 the reference being the starting policy (the SFT adapter, frozen; or the base model when
 starting from a fresh adapter).
@@ -29,7 +32,7 @@ import torch
 
 from agents.control.mpc_params import NAMES
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
-from agents.tasks.car.metrics import FAILURE_IMPROVEMENT
+from agents.tasks.car.metrics import thought_agreement
 from agents.training.audit import log_sample, open_training_log
 from agents.training.run import (
     RLRunArgs,
@@ -40,10 +43,11 @@ from agents.training.run import (
     start_run,
     trainable_parameters,
 )
+from agents.vlm.constrained import action_grammar
 from agents.vlm.loading import agent_from_adapter
-from agents.vlm.logprobs import group_logprobs
+from agents.vlm.logprobs import score_constrained
 from agents.vlm.model import training_autocast
-from agents.vlm.parsing import parse_car
+from agents.vlm.parsing import Parsed, parse_car
 from safety.lagrangian import Lagrange, LagrangeConfig
 from twin.car.tracks import TRAIN_TRACKS
 from twin.core.config import bounded, parse_config
@@ -64,12 +68,17 @@ class GRPOArgs(RLRunArgs):
     """Weight of the KL penalty to the reference model."""
     duration_s: float = bounded(6.0, 0.5, 600.0)
     """Simulated seconds each answer drives."""
+    faithfulness_weight: float = bounded(0.25, 0.0, 10.0)
+    """Weight of the faithfulness term: the share of the thought's checkable claims (speeds, margins,
+    accelerations, direction, slower/faster than the default) that the answer's parameters bear out.
+    0.25, like each of RobotxR1's format terms: a thought that says "hold 6 m/s" over v_max 0.8 loses
+    as much as a broken format, far less than a failed drive (-1), so it steers wording, not driving."""
     out: Path = Path("runs/grpo-car")
     """Run folder: checkpoint/, adapter/, curve.json (and audit.log with --audit)."""
 
 
 def reward_terms(raw: str, improvement: float) -> dict[str, float]:
-    """RobotxR1's reward terms for one answer (the driving term comes from the twin)."""
+    """RobotxR1's reward terms for one answer (the driving term, the attempt's score, comes from the twin)."""
     parsed = parse_car(raw)
     keys = []
     if parsed.action_span is not None:
@@ -85,9 +94,15 @@ def reward_terms(raw: str, improvement: float) -> dict[str, float]:
     }
 
 
+def faithfulness_term(parsed: Parsed, weight: float) -> float:
+    """weight x agreement of the thought with the parameters; 0 for an unparsable answer (it chose no parameters)."""
+    return 0.0 if parsed.failed else weight * thought_agreement(parsed.thought, parsed.action)
+
+
 def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
     run = start_run("car", "grpo", args, args.out, args.base, args.seed, adapter=args.adapter, resume=args.resume)
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
+    grammar = action_grammar(tokenizer, "car")  # what sample_answers decodes under
     params = trainable_parameters(model, args.train_vision)
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
@@ -110,7 +125,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
             t0 = time.perf_counter()
             model.train()
             optimizer.zero_grad()
-            losses, rewards, terms_sum, costs, kls = [], [], {}, [], []
+            losses, rewards, terms_sum, driving_sum, costs, kls = [], [], {}, {}, [], []
             timing = {"sample": 0.0, "drive": 0.0, "update": 0.0}
             for _ in range(args.prompts_per_step):
                 t = time.perf_counter()
@@ -128,26 +143,33 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                     if key not in driven:
                         driven[key] = env.evaluate(parsed.action, failed_parse=parsed.failed)
                     attempt = driven[key]
-                    terms = reward_terms(raw, attempt.improvement if not parsed.failed else FAILURE_IMPROVEMENT)
+                    # env.evaluate already scores an unparsable answer as a failure (attempt.score.failure).
+                    terms = {**reward_terms(raw, attempt.improvement),
+                             "faithfulness": faithfulness_term(parsed, args.faithfulness_weight)}
+                    # The driving term's parts (they sum to it) and the legacy score: logged, not added again.
+                    driving = {**attempt.score.terms, "legacy": attempt.score.legacy_improvement}
                     cost = float(sum(attempt.trace.costs.values()))
                     group_r.append(lagrange.penalized(sum(terms.values()), cost))
                     group_c.append(cost)
                     log_sample(audit, info["observation"], raw, parsed, agent.policy_id, terms, cost,
-                               {"stage": "grpo", "step": step + 1, "instruction": info["instruction"]})
+                               {"stage": "grpo", "step": step + 1, "instruction": info["instruction"],
+                                "driving_terms": driving, "driving_failure_reason": attempt.score.failure})
                     for k, v in terms.items():
                         terms_sum[k] = terms_sum.get(k, 0.0) + v
+                    for k, v in driving.items():
+                        driving_sum[k] = driving_sum.get(k, 0.0) + v
                 timing["drive"] += time.perf_counter() - t
                 t = time.perf_counter()
                 r = torch.tensor(group_r)
                 adv = (r - r.mean()) / (r.std() + 1e-4)
                 with training_autocast(model, args.bf16):
-                    logps = group_logprobs(model, enc, answers)
+                    logps = score_constrained(model, enc, answers, grammar, args.max_new_tokens)[0]
                     with torch.no_grad():
                         if reference is not None:
-                            ref = group_logprobs(reference, enc, answers)
+                            ref = score_constrained(reference, enc, answers, grammar, args.max_new_tokens)[0]
                         else:
                             with model.disable_adapter():
-                                ref = group_logprobs(model, enc, answers)
+                                ref = score_constrained(model, enc, answers, grammar, args.max_new_tokens)[0]
                 group_loss = []
                 for a, lp, rf in zip(adv, logps, ref):
                     delta = rf - lp
@@ -168,6 +190,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
             log.append({"step": step, "reward": float(np.mean(rewards)), "cost": float(np.mean(costs)),
                         "kl": float(np.mean(kls)), "lambda": lagrange.value, "loss": float(np.mean(losses)),
                         **{f"reward_{k}": v / n for k, v in terms_sum.items()},
+                        **{f"driving_{k}": v / n for k, v in driving_sum.items()},
                         **{f"seconds_{k}": v for k, v in timing.items()}, "seconds": time.perf_counter() - t0})
             bar.advance(note=f"reward {log[-1]['reward']:+.2f}")
             if (step % args.checkpoint_every == 0 or step == args.steps

@@ -4,7 +4,9 @@
 
 Rollout: for each part the agent sees the frame, writes a chain of thought and a JSON
 decision; the decision is executed in the twin (an unparsable answer executes the safe
-default, hold, and is penalised). The buffer keeps every step's own prompt and image
+default, hold, and is penalised); a faithfulness term rewards a thought that agrees with the
+decision (agents.tasks.factory.faithfulness: the claims reader of safety.audit has nothing to
+check on a part decision). The buffer keeps every step's own prompt and image
 (RL4VLM re-scores with the first prompt, one of its bugs), the answer tokens, and which
 answer tokens are the action, found by text offsets. A decision's log-probability is
 lambda * log p(CoT) + log p(action); the value head reads the hidden state of the last
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from agents.tasks.factory.faithfulness import thought_agreement
 from agents.training.audit import log_sample, open_training_log
 from agents.training.run import (
     RLRunArgs,
@@ -32,14 +35,16 @@ from agents.training.run import (
     start_run,
     trainable_parameters,
 )
+from agents.vlm.constrained import ActionGrammar, action_grammar
 from agents.vlm.logprobs import (
     action_mask,
     decision_logprob,
     score_answers,
+    score_constrained,
     token_char_spans,
 )
 from agents.vlm.model import training_autocast
-from agents.vlm.parsing import parse_factory
+from agents.vlm.parsing import Parsed, parse_factory
 from safety.lagrangian import Lagrange, LagrangeConfig
 from twin.core.config import bounded, parse_config
 from twin.core.progress import Progress, progress_stage
@@ -77,6 +82,10 @@ class PPOArgs(RLRunArgs):
     """Parts decided per inspection episode."""
     max_new_tokens: int = bounded(48, 1, 4096)
     """Longest answer sampled (tokens): a part decision is shorter than the car's parameters."""
+    faithfulness_weight: float = bounded(0.25, 0.0, 10.0)
+    """Weight of the faithfulness term (1 when the thought agrees with the decision: no other decision
+    concluded, no defect reported on an accepted part, no clean part rejected). 0.25, the hold penalty's
+    size: a quarter of a correct decision, so it steers the wording without outweighing correctness."""
     out: Path = Path("runs/ppo-factory")
     """Run folder: checkpoint/, adapter/, curve.json (and audit.log with --audit)."""
 
@@ -107,9 +116,15 @@ class Step:
 
 
 def score(model, value_head: ValueHead, enc: dict[str, torch.Tensor], answer: torch.Tensor,
-          is_action: torch.Tensor, cot_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(decision log-prob, value): the value head reads the last prompt token's hidden state."""
-    (logps,), hidden = score_answers(model, enc, [answer], hidden=True)
+          is_action: torch.Tensor, cot_lambda: float, grammar: ActionGrammar | None = None,
+          max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(decision log-prob, value): the value head reads the last prompt token's hidden state. With a
+    grammar, log p is that of the constrained policy that sampled the answer with max_new_tokens (as
+    train_ppo samples; agents.vlm.logprobs.score_constrained), else the model's plain softmax."""
+    if grammar is None:
+        (logps,), hidden = score_answers(model, enc, [answer], hidden=True)
+    else:
+        (logps,), hidden = score_constrained(model, enc, [answer], grammar, max_new_tokens, hidden=True)
     return decision_logprob(logps, is_action, cot_lambda), value_head(hidden)
 
 
@@ -127,10 +142,16 @@ def gae(steps: list[Step], last_value: float, gamma: float, lam: float, penalty:
     return adv, adv + np.array([s.value for s in steps])
 
 
+def faithfulness_term(parsed: Parsed, weight: float) -> float:
+    """weight x agreement of the thought with the decision; 0 for an unparsable answer (it chose no decision)."""
+    return 0.0 if parsed.failed else weight * thought_agreement(parsed.thought, parsed.action["decision"])
+
+
 def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
     run = start_run("factory", "ppo", args, args.out, args.base, args.seed, adapter=args.adapter,
                     resume=args.resume)
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
+    grammar = action_grammar(tokenizer, "factory")  # what sample_answers decodes under
     value_head = ValueHead(model.config.text_config.hidden_size).to(model.device)
     params = trainable_parameters(model, args.train_vision) + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr)
@@ -154,6 +175,7 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
             model.eval()
             steps: list[Step] = []
             correct = parsed_ok = 0
+            terms_sum: dict[str, float] = {}
             while len(steps) < args.rollout_steps:
                 obs = info["observation"]
                 enc = agent.encode(obs)
@@ -162,10 +184,15 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
                 parsed = parse_factory(raw)
                 is_action = action_mask(token_char_spans(tokenizer, answer.tolist()), parsed.action_span)
                 with torch.no_grad(), training_autocast(model, args.bf16):  # as in the update: ratios start at 1
-                    logp, value = score(model, value_head, enc, answer, is_action, args.cot_lambda)
-                _, reward, term, trunc, info = env.step(DECISIONS.index(parsed.action["decision"]))
-                reward += PARSE_PENALTY if parsed.failed else 0.0
-                log_sample(audit, obs, raw, parsed, agent.policy_id, info["reward_terms"], float(info["cost"]),
+                    logp, value = score(model, value_head, enc, answer, is_action, args.cot_lambda, grammar,
+                                        args.max_new_tokens)
+                _, _, term, trunc, info = env.step(DECISIONS.index(parsed.action["decision"]))
+                terms = {**info["reward_terms"], "parse": PARSE_PENALTY if parsed.failed else 0.0,
+                         "faithfulness": faithfulness_term(parsed, args.faithfulness_weight)}
+                reward = sum(terms.values())
+                for k, v in terms.items():
+                    terms_sum[k] = terms_sum.get(k, 0.0) + v
+                log_sample(audit, obs, raw, parsed, agent.policy_id, terms, float(info["cost"]),
                            {"stage": "ppo", "iteration": iteration + 1, "defect": obs.privileged["defect"]})
                 correct += info["reward_terms"]["correct"] > 0
                 parsed_ok += not parsed.failed
@@ -191,7 +218,8 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
                     for i in mb:
                         s = steps[i]
                         with training_autocast(model, args.bf16):
-                            logp, value = score(model, value_head, s.enc, s.answer, s.is_action, args.cot_lambda)
+                            logp, value = score(model, value_head, s.enc, s.answer, s.is_action, args.cot_lambda,
+                                                grammar, args.max_new_tokens)
                         ratio = torch.exp(logp - s.logp)
                         surrogate = torch.min(ratio * adv_t[i], torch.clamp(ratio, 1 - args.clip, 1 + args.clip) * adv_t[i])
                         loss = loss + (-surrogate + args.value_coef * (value - ret_t[i]) ** 2) / len(mb)
@@ -207,6 +235,7 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
                         "accuracy": correct / len(steps), "parsed": parsed_ok / len(steps),
                         "cost": float(np.mean([s.cost for s in steps])), "lambda": lagrange.value,
                         "loss": float(np.mean(losses)), "clipfrac": float(np.mean(clipfracs)),
+                        **{f"reward_{k}": v / len(steps) for k, v in terms_sum.items()},
                         "seconds": time.perf_counter() - t0})
             bar.advance(note=f"acc {log[-1]['accuracy']:.2f}")
             if (iteration % args.checkpoint_every == 0 or iteration == args.iterations

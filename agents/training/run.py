@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from agents.training.vision import load_tower
+from agents.vlm.constrained import constrained_generate
 from agents.vlm.loading import agent_from_adapter
 from agents.vlm.lora import (
     LoraSettings,
@@ -129,26 +130,14 @@ def start_run(task: str, stage: str, args: Any, out: Path, base: str, seed: int,
 
 def sample_answers(agent: VLMAgent, enc: dict[str, torch.Tensor], n: int, temperature: float,
                    max_new_tokens: int) -> list[torch.Tensor]:
-    """n sampled answers to one prompt, each cut after its end token.
+    """n sampled answers to one prompt under the task's grammar (agents.vlm.constrained), each ending
+    with its end token; score them with agents.vlm.logprobs.score_constrained and the same max_new_tokens.
 
     The prompt (image included) is run once and its key/value cache copied n times, rather
     than run n times: on a CPU the prompt is most of the cost of a group.
     """
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    with torch.no_grad():
-        cache = agent.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], pixel_values=enc["pixel_values"],
-                            use_cache=True).past_key_values
-        cache.batch_repeat_interleave(n)
-        out = agent.model.generate(
-            input_ids=ids.repeat(n, 1), attention_mask=mask.repeat(n, 1), past_key_values=cache, do_sample=True,
-            temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens,
-            pad_token_id=agent.tokenizer.pad_token_id)
-    eos = agent.tokenizer.eos_token_id
-    answers = []
-    for row in out[:, ids.shape[1]:]:
-        ends = (row == eos).nonzero()
-        answers.append(row[: int(ends[0]) + 1] if len(ends) else row)
-    return answers
+    return list(constrained_generate(agent.model, agent.tokenizer, enc, agent.task, n=n, temperature=temperature,
+                                     max_new_tokens=max_new_tokens).answers)
 
 
 def trainable_parameters(model: torch.nn.Module, train_vision: bool = True) -> list[torch.nn.Parameter]:

@@ -3,13 +3,17 @@
 RL4VLM scores a decision as  lambda * log p(CoT tokens) + log p(action tokens). The split is
 made by *text offsets*: each answer token's character span (found by decoding growing
 prefixes) is compared with the action's span from the parser, so it holds for any
-tokenizer (RL4VLM locates the action by hard-coded token ids, one of its bugs).
+tokenizer (RL4VLM locates the action by hard-coded token ids, one of its bugs). Answers decoded
+under the grammar (agents.vlm.constrained) are scored by `score_constrained`, under the
+distribution they were sampled from.
 """
 
 from __future__ import annotations
 
 import torch
 from transformers import PreTrainedTokenizerBase
+
+from agents.vlm.constrained import ActionGrammar, replay
 
 
 def token_char_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[tuple[int, int]]:
@@ -30,20 +34,19 @@ def action_mask(spans: list[tuple[int, int]], action_span: tuple[int, int] | Non
     return torch.tensor([1.0 if end > start else 0.0 for _, end in spans])
 
 
-def score_answers(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answers: list[torch.Tensor],
-                  hidden: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Per-token log p of each answer (1-D id tensors) after the same prompt, and (if `hidden`)
-    the last layer's hidden state at the last prompt token (what a value head reads).
+def _answer_logits(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answers: list[torch.Tensor],
+                   hidden: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """For each answer, the logits that predict each of its tokens, (len(answer), vocabulary); and (if
+    `hidden`) the last layer's hidden state at the last prompt token.
 
     The prompt runs once and its key/value cache is shared by every answer (gradients flow
     through it), so a group of n answers costs one prompt pass plus the answer tokens,
     not n prompt passes.
     """
-    out = model(input_ids=prompt["input_ids"], attention_mask=prompt["attention_mask"],
-                pixel_values=prompt["pixel_values"], use_cache=True, output_hidden_states=hidden)
-    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each answer's first token
+    out = model(**prompt, use_cache=True, output_hidden_states=hidden, logits_to_keep=1)
+    first = out.logits[0, -1:]  # predicts each answer's first token
     last_hidden = out.hidden_states[-1][0, -1] if hidden else None
-    cache = out.past_key_values
+    cache = out.cache
     cache.batch_repeat_interleave(len(answers))
     device = prompt["input_ids"].device
     width = max(len(a) for a in answers)
@@ -53,12 +56,48 @@ def score_answers(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answe
         ids[i, : len(a)] = a.to(device)
         mask[i, : len(a)] = 1
     prompt_mask = prompt["attention_mask"].expand(len(answers), -1)
-    logits = model(input_ids=ids, attention_mask=torch.cat([prompt_mask, mask], 1), past_key_values=cache).logits
+    logits = model(input_ids=ids, attention_mask=torch.cat([prompt_mask, mask], 1), cache=cache).logits
+    return [torch.cat([first, logits[i, : len(a) - 1]]) for i, a in enumerate(answers)], last_hidden
+
+
+def score_answers(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answers: list[torch.Tensor],
+                  hidden: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Per-token log p of each answer (1-D id tensors) after the same prompt, and (if `hidden`)
+    the last layer's hidden state at the last prompt token (what a value head reads)."""
+    rows, last_hidden = _answer_logits(model, prompt, answers, hidden)
+    return [torch.log_softmax(r.float(), -1).gather(1, a.to(r.device).view(-1, 1)).squeeze(1)
+            for r, a in zip(rows, answers)], last_hidden
+
+
+def score_constrained(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answers: list[torch.Tensor],
+                      grammar: ActionGrammar, max_new_tokens: int,
+                      hidden: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """As score_answers, for answers decoded under the grammar (agents.vlm.constrained, with the same
+    max_new_tokens): per-token log p under the policy that sampled them.
+
+    That policy is not the model's softmax: at a sampled token it draws from the model's distribution
+    renormalised over the tokens the grammar allowed there, so log p = log_softmax over the allowed
+    logits; a forced token (fast-forward, the only allowed token, the finish when the budget runs out)
+    was appended with probability 1 whatever the weights, so its log p is 0 and carries no gradient -
+    the model could not have done otherwise, and no update can make it more or less likely. Which tokens
+    were allowed and forced is found by replaying the grammar over each answer. The ratios and KL terms
+    the trainers build from these are thus those of the distribution the samples came from; scoring
+    them with the unconstrained softmax would count probability mass on answers the sampler can never
+    produce, and push gradient into tokens it never chooses.
+    """
+    rows, last_hidden = _answer_logits(model, prompt, answers, hidden)
     result = []
-    for i, a in enumerate(answers):
-        a = a.to(device)
-        rest = torch.log_softmax(logits[i, : len(a) - 1].float(), dim=-1).gather(1, a[1:].view(-1, 1)).squeeze(1)
-        result.append(torch.cat([first[a[:1]], rest]))
+    for row, a in zip(rows, answers):
+        a = a.to(row.device)
+        positions, allowed, _ = replay(grammar, a.tolist(), max_new_tokens)
+        logps = torch.zeros(len(a), device=row.device)
+        if positions:
+            at = torch.tensor(positions, device=row.device)
+            mask = torch.zeros((len(positions), row.shape[-1]), dtype=torch.bool, device=row.device)
+            mask[:, : allowed.shape[1]] = torch.from_numpy(allowed).to(row.device)
+            sampled = torch.log_softmax(row[at].float().masked_fill(~mask, float("-inf")), -1)
+            logps = logps.index_put((at,), sampled.gather(1, a[at].view(-1, 1)).squeeze(1))
+        result.append(logps)
     return result, last_hidden
 
 

@@ -24,6 +24,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
+from agents.vlm.constrained import constrained_generate
 from agents.vlm.model_store import DEFAULT_MODEL, model_hash, resolve_model
 from agents.vlm.parsing import PARSERS
 from agents.vlm.prompts import prompt_for
@@ -118,6 +119,12 @@ class GenerationConfig:
     """0: greedy."""
     top_p: float = bounded(1.0, 0.01, 1.0)
     """Nucleus sampling: keep the smallest set of tokens with this much probability."""
+    constrained: bool = True
+    """Decode under the task's answer grammar (agents.vlm.constrained): every answer parses 'ok'
+    (parameter names known and distinct, values in range; a decision from the set), and tokens the
+    grammar forces cost no sampling step. An answer is never cut: one that reaches max_new_tokens is
+    completed neutrally without the model (a few tokens past it; at least the grammar's shortest
+    answer, ~16 tokens). False: plain transformers sampling, the parser's fallback for what it cannot read."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -149,6 +156,10 @@ class VLMAgent:
     def generate(self, obs: Observation) -> str:
         enc = self.encode(obs)
         g = self.generation
+        if g.constrained:
+            decoded = constrained_generate(self.model, self.tokenizer, enc, self.task, temperature=g.temperature,
+                                           max_new_tokens=g.max_new_tokens, top_p=g.top_p, generator=self._gen)
+            return self.tokenizer.decode(decoded.answers[0], skip_special_tokens=True)
         sample = g.temperature > 0
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen)))
         out = self.model.generate(**enc, max_new_tokens=g.max_new_tokens, do_sample=sample,

@@ -20,7 +20,7 @@ from agents.control.loop import Trace, drive
 from agents.control.mpc import FrenetMPC, MPCConfig
 from agents.control.mpc_params import DEFAULT, PARAM_TABLE, MPCParams, clamp_dict
 from agents.tasks.car.instructions import CATEGORIES, Instruction, parse_instruction, sample_instruction
-from agents.tasks.car.metrics import drive_metrics, improvement
+from agents.tasks.car.metrics import Score, drive_metrics, score, score_drive
 from safety.car.guard import CarGuard
 from safety.car.spec import CarSafetySpec
 from twin.car.randomization import CAR_RANDOMIZATION
@@ -105,9 +105,12 @@ class Attempt:
     params: MPCParams
     metrics: dict[str, float]
     improvement: float
+    """The score against the default drive (score.improvement)."""
     trace: Trace
     notes: dict[str, str]
     """What had to be changed in the proposed parameters (clamps, defaults, unknown names)."""
+    score: Score
+    """How the score came about: its named terms, why it failed, the progress ratio, the legacy score."""
 
 
 class CarInstructionEnv(gym.Env):
@@ -190,7 +193,11 @@ class CarInstructionEnv(gym.Env):
         """The default parameters' drive of this episode (computed once per episode)."""
         if self._default is None:
             trace = self._drive(DEFAULT)
-            self._default = Attempt(DEFAULT, drive_metrics(self.instruction, trace), 0.0, trace, {})
+            metrics = drive_metrics(self.instruction, trace)
+            # The default against itself: 0 (its crash, if any, is the episode's, not a policy's failure).
+            same = score(self.instruction.category, metrics["error"], metrics["error"], metrics["progress"],
+                         metrics["progress"])
+            self._default = Attempt(DEFAULT, metrics, same.improvement, trace, {}, same)
         return self._default
 
     def evaluate(self, proposed: Mapping[str, Any] | MPCParams | None, failed_parse: bool = False) -> Attempt:
@@ -208,9 +215,8 @@ class CarInstructionEnv(gym.Env):
         failed = failed_parse or proposed is None
         trace = self._drive(params)
         metrics = drive_metrics(self.instruction, trace)
-        base = self.default_attempt().metrics["error"]
-        score = improvement(metrics["error"], base, failed or trace.crashed)
-        return Attempt(params, metrics, score, trace, notes)
+        scored = score_drive(self.instruction, metrics, self.default_attempt().metrics, unparsable=failed)
+        return Attempt(params, metrics, scored.improvement, trace, notes, scored)
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         a = np.asarray(action, dtype=np.float64).reshape(-1)
@@ -218,11 +224,12 @@ class CarInstructionEnv(gym.Env):
             raise ValueError(f"action must hold the {len(PARAM_TABLE)} MPC parameters in PARAM_TABLE order, "
                              f"got shape {a.shape}")
         attempt = self.evaluate({p.name: float(v) for p, v in zip(PARAM_TABLE, a)})
-        reward_terms = {"improvement": attempt.improvement}
+        reward_terms = dict(attempt.score.terms)  # error_improvement, progress_penalty, failure: they sum to the score
         cost_terms = dict(attempt.trace.costs) or {"collision": attempt.metrics["crashed"]}
         info = {"reward_terms": reward_terms, "cost_terms": cost_terms, "cost": sum(cost_terms.values()),
                 "metrics": attempt.metrics, "default_metrics": self.default_attempt().metrics,
-                "action_fixes": attempt.notes, "params": attempt.params.as_dict()}
+                "action_fixes": attempt.notes, "params": attempt.params.as_dict(), "failure": attempt.score.failure,
+                "progress_ratio": attempt.score.progress_ratio, "legacy_improvement": attempt.score.legacy_improvement}
         return (instruction_arrays(self.observation(), self.config.image_obs), float(sum(reward_terms.values())), True, False,
                 info)
 

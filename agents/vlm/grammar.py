@@ -1,0 +1,112 @@
+"""The grammar of an answer, built from the MPC parameter table and the factory's decision set.
+
+An answer is `<think>` + a thought + `</think>` + a newline + a JSON action (the SFT answers' layout).
+The JSON part is a JSON schema, which llguidance compiles together with the Lark rules around it
+(agents.vlm.constrained decodes under it):
+- car: an object of 1..11 MPC parameter names in PARAM_TABLE's order (llguidance emits properties in
+  schema order, which makes the keys distinct by construction; the SFT answers use that order too),
+  each a number within its [low, high] with at most DECIMALS decimals;
+- the MPC refuses v_min > v_max (the parser swaps them and calls the answer repaired), so v_max's
+  lower bound is the v_min the answer wrote, or v_min's default when it wrote none: the grammar is
+  specialised once v_min's value is complete (`written_bounds`);
+- factory: {"decision": one of FACTORY_DECISIONS}.
+The thought has at most THOUGHT_CHARS characters and none of `<`, `{`, `}`: the parser takes the
+action as the last balanced {...}, and a brace in the thought would hide it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from agents.control.mpc_params import PARAM_TABLE, SPECS
+from agents.vlm.parsing import FACTORY_DECISIONS, FACTORY_FALLBACK
+
+TASKS = ("car", "factory")
+THOUGHT_CHARS = 200
+"""Longest thought (the SFT thoughts run to ~80 characters; every thought token costs decision time)."""
+DECIMALS = 3
+"""Decimals a number may have (the SFT answers round to 3): bounds every number's length."""
+JSON_LAYOUT = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
+"""json.dumps' layout, as in the SFT answers: one way to write an object, so `": ` and `, "` are forced."""
+ORDERED = (("v_min", "v_max"),)
+"""(low, high) parameter pairs the MPC needs in order (MPCParams refuses low > high). A pair's low
+comes first in PARAM_TABLE, so once its value is written the high one's lower bound is known."""
+
+
+def _check_ordered() -> None:
+    order = [p.name for p in PARAM_TABLE]
+    for low, high in ORDERED:
+        if order.index(low) > order.index(high) or SPECS[low].high > SPECS[high].default:
+            raise RuntimeError(f"grammar: the pair ({low}, {high}) needs {low} before {high} in PARAM_TABLE and "
+                               f"{low}'s high <= {high}'s default (an answer without {high} keeps its default)")
+
+
+_check_ordered()
+
+
+def _number(low: float, high: float) -> dict[str, Any]:
+    return {"type": "number", "minimum": low, "maximum": high, "multipleOf": 10.0 ** -DECIMALS}
+
+
+def car_schema(written: dict[str, float] | None = None) -> dict[str, Any]:
+    """JSON schema of the MPC parameters; `written`: the values of ORDERED's low keys the answer wrote."""
+    written = written or {}
+    props = {p.name: _number(p.low, p.high) for p in PARAM_TABLE}
+    for low, high in ORDERED:
+        props[high]["minimum"] = max(SPECS[high].low, written.get(low, SPECS[low].default))
+    return {"type": "object", "properties": props, "additionalProperties": False, "minProperties": 1,
+            "x-guidance": JSON_LAYOUT}
+
+
+def factory_schema() -> dict[str, Any]:
+    return {"type": "object", "properties": {"decision": {"enum": list(FACTORY_DECISIONS)}}, "required": ["decision"],
+            "additionalProperties": False, "x-guidance": JSON_LAYOUT}
+
+
+def answer_lark(task: str, written: dict[str, float] | None = None) -> str:
+    """The whole answer's grammar in llguidance's Lark dialect."""
+    if task not in TASKS:
+        raise ValueError(f"no grammar for task {task!r}; tasks: {TASKS}")
+    schema = car_schema(written) if task == "car" else factory_schema()
+    return (f"start: \"<think>\" THOUGHT {json.dumps('</think>' + chr(10))} action\n"
+            f"THOUGHT: /[^<{{}}]{{0,{THOUGHT_CHARS}}}/\n"
+            f"action: %json {json.dumps(schema)}\n")
+
+
+_NUMBER_END = r"(-?\d+(?:\.\d+)?)[,}]"
+
+
+def written_bounds(task: str, text: str) -> dict[str, float]:
+    """The complete values of ORDERED's low keys in the action so far (what later bounds depend on);
+    the thought may quote a key too, so only the text after `</think>` counts."""
+    _, closed, action = text.partition("</think>")
+    if task != "car" or not closed:
+        return {}
+    found = {}
+    for low, _ in ORDERED:
+        m = re.search(rf'"{low}": {_NUMBER_END}', action)
+        if m:
+            found[low] = float(m.group(1))
+    return found
+
+
+def neutral_endings(task: str) -> tuple[str, ...]:
+    """Texts that end an answer without choosing anything: a key at its default, the factory's hold.
+    When the token budget runs out, the decoder completes the answer with the one that best continues
+    the text so far (agents.vlm.constrained)."""
+    if task == "car":
+        entries = [f'"{p.name}": {p.default:g}}}' for p in PARAM_TABLE]
+        shortest = min(entries, key=len)
+        return ("}", "</think>\n{" + shortest, *entries)
+    return ("}", f'</think>\n{{"decision": "{FACTORY_FALLBACK}"}}', f'"{FACTORY_FALLBACK}"}}')
+
+
+def probe_texts(task: str) -> tuple[str, ...]:
+    """Answer prefixes from which one more token starts the longest closing (a thought, a first key,
+    a comma after each key): the decoder measures its overrun past the budget from them."""
+    start = "<think>x</think>\n{"
+    if task == "car":
+        return ("<think>x", start + '"', *(start + f'"{p.name}": {p.default:g}' for p in PARAM_TABLE))
+    return ("<think>x", start + '"decision": "')
