@@ -203,34 +203,29 @@ def scan_chunk(start: int, lines: Sequence[bytes], public_raw: bytes, want: froz
                     body = json.loads(line[8:at])
                 except ValueError:
                     m = None  # the full parse below names what is wrong
+        if m is None:  # anything unusual gets the full, typed parse and names what is wrong
+            entry, why = _parse_entry(line)
+            if entry is None:
+                return result((i, f"not a valid entry: {why}"))
+            seq, kind, body, entry_prev, h = entry["seq"], entry["kind"], entry["body"], entry["prev"], entry["hash"]
+            kind = kind.encode("utf-8", "backslashreplace")
+        if seq != i:
+            return result((i, f"sequence number {seq} where {i} was expected (an entry was deleted, inserted or moved)"))
+        if j == 0:
+            first_prev = prev = entry_prev
+        if entry_prev != prev:
+            return result((i, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)"))
         if m is not None:
-            if seq != i:
-                return result((i, f"sequence number {seq} where {i} was expected (an entry was deleted, inserted or moved)"))
-            if j == 0:
-                first_prev = prev = entry_prev
-            if entry_prev != prev:
-                return result((i, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)"))
             view = memoryview(line)  # the line without its hash field, hashed without copying it
             digest = sha256(view[:at])
             digest.update(view[m.start(2):])
             if digest.hexdigest() != h:
                 return result((i, "entry hash does not match its content (the entry was modified)"))
         else:
-            entry, why = _parse_entry(line)
-            if entry is None:
-                return result((i, f"not a valid entry: {why}"))
-            seq, kind, body, entry_prev, h = entry["seq"], entry["kind"], entry["body"], entry["prev"], entry["hash"]
-            if seq != i:
-                return result((i, f"sequence number {seq} where {i} was expected (an entry was deleted, inserted or moved)"))
-            if j == 0:
-                first_prev = prev = entry_prev
-            if entry_prev != prev:
-                return result((i, "hash chain broken: 'prev' does not match the previous entry (deleted or reordered)"))
             if entry_hash(entry) != h:
                 return result((i, "entry hash does not match its content (the entry was modified)"))
             if canonical(entry) != line:
                 return result((i, "entry is not in canonical form (its bytes were edited)"))
-            kind = kind.encode("utf-8", "backslashreplace")
         if kind == b"checkpoint":
             bad_shape = malformed_head(body)
             if bad_shape:
