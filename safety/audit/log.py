@@ -199,8 +199,7 @@ class LineStream:
         self.block = block
         self.torn_tail: tuple[int, bytes] | None = None
 
-    def batches(self) -> Iterator[list[bytes]]:
-        """Lists of consecutive complete lines (without their newlines), one per block read."""
+    def __iter__(self) -> Iterator[bytes]:
         self.torn_tail = None
         if not self.path.exists():
             return
@@ -210,14 +209,9 @@ class LineStream:
                 offset += len(block)
                 lines = (carry + block if carry else block).split(b"\n")
                 carry = lines.pop()  # after the last newline: the start of the next line
-                if lines:
-                    yield lines
+                yield from lines
         if carry:
             self.torn_tail = (offset - len(carry), carry)
-
-    def __iter__(self) -> Iterator[bytes]:
-        for lines in self.batches():
-            yield from lines
 
 
 def read_lines(path: Path) -> LogContents:

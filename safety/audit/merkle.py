@@ -107,11 +107,6 @@ class MerkleFrontier:
             (n, right), (_, left) = self._stack.pop(), self._stack.pop()
             self._stack.append((2 * n, node_hash(left, right)))
 
-    @property
-    def subtrees(self) -> tuple[tuple[int, bytes], ...]:
-        """(size, root) of the perfect subtrees that make up the tree so far, largest first."""
-        return tuple(self._stack)
-
     def root(self, extra: Sequence[tuple[int, bytes]] = ()) -> bytes:
         """The tree hash of the leaves so far, followed by the perfect subtrees `extra` (as
         `add_subtree` takes them; this frontier is left as it is)."""

@@ -14,6 +14,7 @@ policy side, or the rollout ladder and a robot, can witness each other's logs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -24,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from safety.audit import keys
-from safety.audit.log import canonical, quarantine_torn_tail, read_lines
+from safety.audit.log import LineStream, canonical, quarantine_torn_tail, read_lines
 from safety.audit.merkle import consistency_proof, leaf_hash, verify_consistency
 
 HEADS = "heads.jsonl"
@@ -87,8 +88,8 @@ class Witness:
         head = json.loads(log_path.with_name(log_path.name + ".head.json").read_text())
         if malformed_head(head):
             raise WitnessError("the log's head file is malformed")
-        lines = read_lines(log_path).lines
-        leaves = [leaf_hash(line) for line in lines[:head["tree_size"]]]
+        # streamed: only the leaf hashes are held, not the log
+        leaves = [leaf_hash(line) for line in itertools.islice(LineStream(log_path), head["tree_size"])]
         log_kid = keys.key_id(log_public)
         for seen in witnessed_heads(self.store, log_kid):
             proof = consistency_proof(seen["tree_size"], leaves) if seen["tree_size"] <= len(leaves) else None
