@@ -13,8 +13,8 @@ Backends, all giving identical rows (rows are keyed by index and `fn` is determi
 count and completion order do not matter):
 - "inline": this process, one item at a time, for debugging and tests (a dying episode takes the
   runner with it; the rows stored so far stay);
-- "pool": a `ProcessPoolExecutor` of *spawned* processes (PyBullet and torch state must not be
-  forked), a bounded number of items in flight so a huge campaign is not queued all at once;
+- "pool": *spawned* processes (PyBullet and torch state must not be forked), each with its own pipe and
+  one item at a time, and a bounded number of items queued so a huge campaign is not queued all at once;
 - "ray": Ray tasks. If Ray is not initialised the runner starts a local one (`local_ray`), listening
   on 127.0.0.1 only, and shuts it down afterwards; an already initialised Ray (a cluster) is used as is.
 
@@ -31,35 +31,37 @@ Contract for the episode function:
 
 Failures: an exception in `fn` is retried up to `retries` times, then stored as 'errored' with its type,
 message and a short traceback (never replaced by another result). A worker process that dies (os._exit,
-SIGKILL, a segfault in a simulator) breaks a process pool without saying which item killed it: the pool
-is rebuilt and the items that were in flight are rerun one at a time, so the next death is pinned on the
-item that causes it; an item whose death is pinned on it more than `retries` times is stored as
-'errored' with 'worker died'. Ray reports the dead task directly. A failure outside `fn` (the function
-cannot be loaded in a worker) stops the run with `CampaignError`, storing nothing for it.
+SIGKILL, a segfault in a simulator) is charged to the item it held, and only to it: the pool knows which
+process held which item, and Ray reports the dead task directly. The dead process is replaced; an item
+whose worker died more than `retries` times is stored as 'errored' with 'worker died' and the exit code
+or signal. A failure outside `fn` (the function cannot be loaded in a worker) stops the run with
+`CampaignError`, storing nothing for it.
 
 Why these tools: `sqlite3` is in the standard library, one file per database, and WAL mode lets another
-process read rows (a report, a dashboard) while the campaign writes; `concurrent.futures` gives reusable
-worker processes. No library combines per-episode durable rows with crash attribution, hence this module.
+process read rows (a report, a dashboard) while the campaign writes. The pool is our own ~100 lines over
+`multiprocessing` pipes because `concurrent.futures.ProcessPoolExecutor` cannot say which item killed a
+worker and can deadlock shutting down after one died on Python 3.11 (see `_Pool`). No library combines
+per-episode durable rows with crash attribution, hence this module.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import json
 import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import socket
 import sqlite3
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -127,8 +129,7 @@ class EpisodeRow:
     status: str
     """'ok' (fn returned a result) or 'errored' (fn raised, or its worker died, on every attempt)."""
     attempts: int
-    """Attempts charged to this item: its own exceptions and worker deaths pinned on it, plus the last.
-    A death shared by several in-flight items of a process pool is not charged to any of them."""
+    """Attempts charged to this item: its own exceptions and the deaths of the workers that held it."""
     payload: Any
     """The item's payload as stored (JSON, usually a dict)."""
     result: dict | None
@@ -281,13 +282,9 @@ class _Death:
     """The worker running an item died (no outcome came back)."""
 
     reason: str
-    """'worker died: ...' with what the backend said."""
-    pinned: bool
-    """True when the death is surely this item's doing (it was the only one in flight, or Ray says so)."""
-
-
-_NOT_SENT = _Death("not sent: the pool was broken", pinned=False)
-"""A task the backend could not even send; it goes back into the queue as it was."""
+    """'worker died: ...' with what the backend said (exit code, signal, Ray's error)."""
+    worker: str
+    """'hostname:pid' of the dead process, or 'hostname:?' where the backend does not say."""
 
 
 def _attempt(fn: EpisodeFn, index: int, payload: str) -> _Outcome:
@@ -331,8 +328,6 @@ class _Task:
     """Its payload as canonical JSON (what is stored and what the worker decodes)."""
     charged: int = 0
     """Failed attempts charged to it so far."""
-    suspect: bool = False
-    """It was in flight when a pool broke: rerun alone, so a death is pinned on the right item."""
     submitted: float = 0.0
     """time.monotonic() of the last submission (the wall time of an attempt whose worker died)."""
 
@@ -360,65 +355,146 @@ class _Inline:
         return list(self.queue)
 
 
-class _Pool:
-    def __init__(self, fn: EpisodeFn, workers: int) -> None:
-        self.fn, self.workers = fn, workers
-        self.futures: dict[Future, _Task] = {}
-        self.unsent: set[Future] = set()
-        self.pool = self._new_pool()
-        try:
-            # One probe per worker, submitted together: the pool spawns a process for each (it only spawns
-            # when none is idle), so every worker is up and has loaded fn before the first item goes out.
-            for probe in [self.pool.submit(_probe, fn) for _ in range(workers)]:
-                probe.result()
-        except Exception as exc:
-            self.close()
-            raise CampaignError(f"the episode function {_name(fn)} could not be loaded in a spawned worker: "
-                                f"{type(exc).__name__}: {exc}; it must be a module-level function of a module "
-                                "importable from the parent's sys.path") from exc
+@dataclasses.dataclass(eq=False)  # hashed by identity: a worker is a key in collect
+class _Worker:
+    """One spawned process of the pool, with its own pipe, and the task it holds (None when idle)."""
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    task: _Task | None = None
+
+
+def _pool_worker(conn: Connection, fn_bytes: bytes) -> None:
+    """The loop of one pool process: load fn and say whether that worked, then run the items sent down its
+    pipe, one at a time, until told to stop (None) or the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    try:
+        fn = pickle.loads(fn_bytes)
+    except BaseException as exc:  # noqa: BLE001 - any failure to load is reported, then this process ends
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        conn.send(_attempt(fn, *message))
+
+
+def _exit_text(process: multiprocessing.process.BaseProcess) -> str:
+    process.join(timeout=5.0)
+    code = process.exitcode
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+class _Pool:
+    """Spawned processes (PyBullet and torch state must not be forked), one pipe and one item each at a
+    time, so a process that dies is pinned on the item it held and no other item is charged.
+
+    Not `concurrent.futures.ProcessPoolExecutor`: a death breaks the whole executor without saying which
+    item caused it, and shutting down a broken one can deadlock on Python 3.11 (CPython gh-125451, fixed
+    in 3.12 only), which hung a CI run of this suite."""
+
+    def __init__(self, fn: EpisodeFn, workers: int) -> None:
+        self.fn, self._fn_bytes = fn, pickle.dumps(fn)
+        self.pending: deque[_Task] = deque()
+        self.workers: list[_Worker] = []
+        try:
+            # Start every process before waiting for any: they load fn side by side.
+            self.workers = [self._spawn() for _ in range(workers)]
+            for worker in self.workers:
+                self._await_ready(worker)
+        except BaseException:
+            self.close()
+            raise
+
+    def _spawn(self) -> _Worker:
+        ours, theirs = multiprocessing.get_context("spawn").Pipe(duplex=True)
+        process = multiprocessing.get_context("spawn").Process(
+            target=_pool_worker, args=(theirs, self._fn_bytes), daemon=True, name="shakedown-campaign-worker")
+        process.start()
+        theirs.close()  # the child holds its end; with ours alone, a dead child reads as EOF
+        return _Worker(process, ours)
+
+    def _await_ready(self, worker: _Worker) -> None:
+        try:
+            status, detail = worker.conn.recv()
+        except (EOFError, OSError):
+            status, detail = "failed", f"the process ended before loading it ({_exit_text(worker.process)})"
+        if status != "ready":
+            raise CampaignError(f"the episode function {_name(self.fn)} could not be loaded in a spawned worker: "
+                                f"{detail}; it must be a module-level function of a module importable from the "
+                                "parent's sys.path")
 
     def submit(self, task: _Task) -> None:
         task.submitted = time.monotonic()
-        try:
-            future = self.pool.submit(_attempt, self.fn, task.index, task.payload)
-        except BrokenProcessPool as exc:  # it broke since the last collect, which rebuilds it and hands the task back
-            future = Future()
-            future.set_exception(exc)
-            self.unsent.add(future)
-        self.futures[future] = task
+        self.pending.append(task)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        for worker in self.workers:
+            if not self.pending:
+                return
+            if worker.task is None:
+                worker.task = self.pending.popleft()
+                try:
+                    worker.conn.send((worker.task.index, worker.task.payload))
+                except OSError:  # it died while idle: the item never reached it and goes back first in line
+                    self.pending.appendleft(worker.task)
+                    worker.task = None
 
     def in_flight(self) -> list[_Task]:
-        return list(self.futures.values())
+        return [w.task for w in self.workers if w.task is not None] + list(self.pending)
 
     def collect(self) -> list[tuple[_Task, _Outcome | _Death]]:
-        done, _ = wait(self.futures, return_when=FIRST_COMPLETED)
-        if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-            # A broken pool fails every pending future; take them all, and whatever finished before it broke.
-            wait(self.futures)
-            done = set(self.futures)
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = self._new_pool()
-        broken = [f for f in done if isinstance(f.exception(), BrokenProcessPool) and f not in self.unsent]
+        self._dispatch()
+        by_handle = {w.conn: w for w in self.workers if w.task is not None}
+        by_handle.update({w.process.sentinel: w for w in self.workers})
         out: list[tuple[_Task, _Outcome | _Death]] = []
-        for future in done:
-            task, exc = self.futures.pop(future), future.exception()
-            if future in self.unsent:
-                self.unsent.discard(future)
-                out.append((task, _NOT_SENT))
-            elif exc is None:
-                out.append((task, future.result()))
-            elif isinstance(exc, BrokenProcessPool):
-                out.append((task, _Death(f"{WORKER_DIED}: {type(exc).__name__}: {exc}", pinned=len(broken) == 1)))
-            else:
-                raise CampaignError(f"episode {task.index} failed outside the episode function: "
-                                    f"{type(exc).__name__}: {exc}") from exc
+        for worker in dict.fromkeys(by_handle[h] for h in wait_for(list(by_handle))):
+            task, worker.task = worker.task, None
+            if task is not None:
+                try:  # a result, even one sent just before its process died; EOF if it died without one
+                    out.append((task, worker.conn.recv()))
+                    continue  # a death right after sending is seen by the next collect, with no item to charge
+                except (EOFError, OSError):
+                    pass
+            worker.process.kill()  # a no-op if it is gone; ends one whose pipe closed while it was exiting
+            reason = f"{WORKER_DIED}: {_exit_text(worker.process)}"
+            if task is not None:
+                out.append((task, _Death(reason, _worker_name(worker.process.pid))))
+            self._replace(worker)
+        self._dispatch()
         return out
 
+    def _replace(self, dead: _Worker) -> None:
+        dead.conn.close()
+        fresh = self._spawn()
+        self.workers[self.workers.index(dead)] = fresh
+        self._await_ready(fresh)
+
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Idle workers are told to stop; busy ones (a run stopped early) are killed: their items are not stored,
+        so a resume reruns them."""
+        for worker in self.workers:
+            with contextlib.suppress(OSError):
+                if worker.task is None:
+                    worker.conn.send(None)
+                else:
+                    worker.process.kill()
+        for worker in self.workers:
+            worker.process.join(timeout=5.0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self.workers = []
 
 
 class _Ray:
@@ -449,7 +525,7 @@ class _Ray:
             try:
                 out.append((task, self.ray.get(ref)))
             except self.ray.exceptions.RayError as exc:  # WorkerCrashedError, RayTaskError, OutOfMemoryError, ...
-                out.append((task, _Death(f"{WORKER_DIED}: {type(exc).__name__}: {_first_line(exc)}", pinned=True)))
+                out.append((task, _Death(f"{WORKER_DIED}: {type(exc).__name__}: {_first_line(exc)}", _worker_name("?"))))
         return out
 
     def close(self) -> None:
@@ -551,46 +627,25 @@ class _Tally:
         return ", ".join(parts)
 
 
-def _settle(campaign_id: str, task: _Task, got: _Outcome | _Death, retries: int, rerun_alone: bool) -> EpisodeRow | None:
+def _settle(campaign_id: str, task: _Task, got: _Outcome | _Death, retries: int) -> EpisodeRow | None:
     """The row to store for a finished attempt, or None when the task goes back into the queue."""
-    if isinstance(got, _Outcome):
-        task.suspect = False  # its worker survived
-        if got.error is None:
-            return EpisodeRow(campaign_id, task.index, "ok", task.charged + 1, json.loads(task.payload),
-                              json.loads(got.result), None, got.worker, got.seconds, got.finished)
-        task.charged += 1
-        if task.charged > retries:
-            return EpisodeRow(campaign_id, task.index, "errored", task.charged, json.loads(task.payload),
-                              None, got.error, got.worker, got.seconds, got.finished)
-        return None
-    if got is _NOT_SENT:
-        return None
-    if not got.pinned:
-        task.suspect = True
-        return None
+    if isinstance(got, _Outcome) and got.error is None:
+        return EpisodeRow(campaign_id, task.index, "ok", task.charged + 1, json.loads(task.payload),
+                          json.loads(got.result), None, got.worker, got.seconds, got.finished)
     task.charged += 1
-    task.suspect = rerun_alone  # it killed its worker once: keep others out of its way
-    if task.charged > retries:
-        return EpisodeRow(campaign_id, task.index, "errored", task.charged, json.loads(task.payload), None,
-                          got.reason, _worker_name("?"), time.monotonic() - task.submitted, time.time())
-    return None
+    if task.charged <= retries:
+        return None
+    if isinstance(got, _Outcome):
+        return EpisodeRow(campaign_id, task.index, "errored", task.charged, json.loads(task.payload),
+                          None, got.error, got.worker, got.seconds, got.finished)
+    return EpisodeRow(campaign_id, task.index, "errored", task.charged, json.loads(task.payload), None,
+                      got.reason, got.worker, time.monotonic() - task.submitted, time.time())
 
 
 def _fill(backend: _Backend, queue: deque[_Task], limit: int) -> None:
-    """Submit queued tasks up to `limit` in flight; a suspect only into an empty backend, and alone."""
-    while queue:
-        running = backend.in_flight()
-        if len(running) >= limit or any(t.suspect for t in running) or (queue[0].suspect and running):
-            return
+    """Submit queued tasks up to `limit` in flight."""
+    while queue and len(backend.in_flight()) < limit:
         backend.submit(queue.popleft())
-
-
-def _requeue(queue: deque[_Task], task: _Task) -> None:
-    """Retries go first; suspects lead, so that they run alone before the rest resumes."""
-    if task.suspect:
-        queue.appendleft(task)
-    else:
-        queue.insert(sum(1 for _ in itertools.takewhile(lambda t: t.suspect, queue)), task)
 
 
 def _tasks(items: Sequence[tuple[int, Any]]) -> list[_Task]:
@@ -644,9 +699,9 @@ def run_campaign(fn: EpisodeFn, items: Sequence[tuple[int, Any]], store: Episode
                 while queue or runner.in_flight():
                     _fill(runner, queue, limit)
                     for task, got in runner.collect():
-                        row = _settle(campaign_id, task, got, retries, rerun_alone=backend == "pool")
+                        row = _settle(campaign_id, task, got, retries)
                         if row is None:
-                            _requeue(queue, task)
+                            queue.appendleft(task)  # retries go first
                             continue
                         store.put(campaign_id, row)
                         tally.add(row)

@@ -108,9 +108,16 @@ def test_a_dying_worker_is_stored_as_errored_and_spares_the_others(backend_name,
     assert sorted(rows) == list(range(8))
     for i in crash:
         assert (rows[i].status, rows[i].attempts, rows[i].result) == ("errored", 2, None)
-        assert rows[i].error.startswith(WORKER_DIED) and rows[i].worker.endswith(":?")
+        assert rows[i].error.startswith(WORKER_DIED)
+    if backend_name == "pool":  # the pool knows the dead process and how it ended
+        assert rows[2].error == f"{WORKER_DIED}: exit code 1" and rows[5].error == f"{WORKER_DIED}: killed by SIGKILL"
+        for i in crash:  # the row names the process that died, and it is gone
+            with pytest.raises(ProcessLookupError):
+                os.kill(int(rows[i].worker.rsplit(":", 1)[1]), 0)
+    else:
+        assert rows[5].worker.endswith(":?")
     want = expected(toy, items)
-    # Items in flight when a pool broke were rerun alone, not charged for a death that was not theirs.
+    # A death is charged to the item its worker held and to no other.
     assert {i: (r.status, r.attempts, r.result) for i, r in rows.items() if i not in crash} == \
         {i: ("ok", 1, want[i]) for i in rows if i not in crash}
 
