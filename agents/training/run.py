@@ -29,6 +29,7 @@ from agents.vlm.lora import (
 )
 from agents.vlm.model import VisionConfig, VLMAgent, build_vlm
 from agents.vlm.model_store import DEFAULT_MODEL
+from agents.vlm.speculative import read_drafts, save_drafts
 from twin.core.config import bounded, check_bounds
 
 
@@ -85,6 +86,9 @@ class Run:
     resuming: bool
     """Continuing from out/checkpoint."""
     manifest: dict[str, Any]
+    drafts: list[str] = dataclasses.field(default_factory=list)
+    """Answer texts saved with every adapter the run writes, to seed its agents' drafters
+    (agents.vlm.speculative): the starting adapter's, or what a trainer sets (SFT: its targets)."""
 
     @property
     def model(self) -> Any:
@@ -125,7 +129,7 @@ def start_run(task: str, stage: str, args: Any, out: Path, base: str, seed: int,
                                                                   sys.argv[0], *sys.argv[1:]]),
                            "args": {k: str(v) for k, v in dataclasses.asdict(args).items()},
                            "commit": git_commit(), "parent": parent.get("recipe")}}
-    return Run(agent, out, resuming, manifest)
+    return Run(agent, out, resuming, manifest, read_drafts(start) if start is not None else [])
 
 
 def sample_answers(agent: VLMAgent, enc: dict[str, torch.Tensor], n: int, temperature: float,
@@ -158,11 +162,14 @@ def out_of_time(started: float, max_minutes: float) -> bool:
 def save_checkpoint(run: Run, progress: dict[str, Any], state: dict[str, Any]) -> None:
     """Adapter and trainer state together, written whole or not at all."""
     save_adapter(run.model, run.checkpoint, {**run.manifest, **progress},
-                 write_extra=lambda folder: torch.save({**state, **progress}, folder / "trainer.pt"))
+                 write_extra=lambda folder: (torch.save({**state, **progress}, folder / "trainer.pt"),
+                                             save_drafts(folder, run.drafts)))
 
 
 def finish_run(run: Run, progress: dict[str, Any], curve: list[dict[str, Any]]) -> Path:
+    """The final adapter with its drafts (run.drafts), and the curve."""
     adapter_dir = run.out / "adapter"
-    save_adapter(run.model, adapter_dir, {**run.manifest, **progress})
+    save_adapter(run.model, adapter_dir, {**run.manifest, **progress},
+                 write_extra=lambda folder: save_drafts(folder, run.drafts))
     (run.out / "curve.json").write_text(json.dumps(curve))
     return adapter_dir

@@ -109,6 +109,7 @@ def train_sft(args: SFTArgs, progress: Progress | None = None) -> Path:
         step, curve = state["step"], state["curve"]
         torch.set_rng_state(state["torch_rng"])
     data = make_examples(args)
+    run.drafts = [example.target for example in data]  # the adapter's drafts: what it learned to write
     rng = np.random.default_rng([args.seed, step])
 
     with progress_stage(progress, f"SFT {args.task}", args.steps, step) as bar:

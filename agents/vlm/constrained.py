@@ -35,6 +35,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from agents.vlm.grammar import THOUGHT_CHARS, answer_lark, neutral_endings, probe_texts, written_bounds
+from agents.vlm.speculative import Drafter, PrefixCache
 
 _LL_TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _GRAMMARS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -243,6 +244,8 @@ class Decoded:
     """Forward passes after the prompt pass: one per sampling step of the group (forced tokens ride along)."""
     grammar_seconds: float
     """Wall time spent in the grammar (masks, fast-forward tokens, finishing), not in the model."""
+    drafted: int = 0
+    """Sampled tokens that came from a verified draft (agents.vlm.speculative) instead of a pass of their own."""
 
     def __post_init__(self) -> None:
         if len(self.answers) != len(self.forced) or any(len(a) != len(f) for a, f in zip(self.answers, self.forced)):
@@ -257,37 +260,157 @@ class Decoded:
         return sum(int(f.sum()) for f in self.forced)
 
 
-def _pick(logits: torch.Tensor, allowed: np.ndarray, temperature: float, top_p: float,
-          generator: torch.Generator | None) -> int:
-    """A draw from softmax(logits / temperature) over the allowed tokens (their argmax at temperature 0).
-    In numpy, by inverse CDF: torch.multinomial and fancy indexing over 49k entries took 20-35 ms a call
-    on two busy cores, this ~1.5 ms."""
+def _distribution(logits: torch.Tensor, allowed: np.ndarray, temperature: float,
+                  top_p: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """(allowed token ids, their probabilities under softmax(logits / temperature) and the nucleus), in numpy:
+    torch.multinomial and fancy indexing over 49k entries took 20-35 ms a call on two busy cores, this ~1.5 ms.
+    Probabilities are None at temperature 0 (greedy: the argmax)."""
     ids = np.flatnonzero(allowed)
     scores = logits.detach().float().cpu().numpy()[ids].astype(np.float64)
     if temperature == 0:
-        return int(ids[np.argmax(scores)])
+        return ids[[int(np.argmax(scores))]], None
     probs = np.exp((scores - scores.max()) / temperature)
     probs /= probs.sum()
     if top_p < 1.0:  # nucleus: the most likely allowed tokens up to top_p of the mass (the first always)
         order = np.argsort(-probs, kind="stable")
         keep = order[np.cumsum(probs[order]) - probs[order] < top_p]
-        ids, probs = ids[keep], probs[keep]
+        ids, probs = ids[keep], probs[keep] / probs[keep].sum()
+    return ids, probs
+
+
+def _draw(ids: np.ndarray, probs: np.ndarray | None, generator: torch.Generator | None) -> int:
+    """A draw by inverse CDF (the argmax when greedy)."""
+    if probs is None:
+        return int(ids[0])
     cdf = np.cumsum(probs)
     u = float(torch.rand((), dtype=torch.float64, generator=generator))
     return int(ids[min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), len(ids) - 1)])
 
 
+def _pick(logits: torch.Tensor, allowed: np.ndarray, temperature: float, top_p: float,
+          generator: torch.Generator | None) -> int:
+    """A draw from softmax(logits / temperature) over the allowed tokens (their argmax at temperature 0)."""
+    return _draw(*_distribution(logits, allowed, temperature, top_p), generator)
+
+
+def _verify(logits: torch.Tensor, allowed: np.ndarray, draft: int, temperature: float, top_p: float,
+            generator: torch.Generator | None) -> int:
+    """The token the policy takes where a draft proposed `draft`: the draft itself if greedy picks it, or with
+    the probability p(draft) when sampling; otherwise a draw from p without the draft, renormalised. Every
+    token so taken has exactly the distribution _pick gives (speculative sampling with a point-mass draft)."""
+    ids, probs = _distribution(logits, allowed, temperature, top_p)
+    if probs is None:
+        return int(ids[0])
+    hit = np.flatnonzero(ids == draft)
+    p_draft = float(probs[hit[0]]) if len(hit) else 0.0
+    if p_draft > 0 and float(torch.rand((), dtype=torch.float64, generator=generator)) < p_draft:
+        return draft
+    if len(hit):
+        if p_draft >= 1.0:
+            return draft
+        probs = probs.copy()
+        probs[hit[0]] = 0.0
+    return _draw(ids, probs / probs.sum(), generator)
+
+
+def _candidate(state: AnswerState, allowed: np.ndarray, draft: list[int]) -> tuple[list[int], list[tuple], AnswerState,
+                                                                            np.ndarray | None]:
+    """The tokens a draft puts after the answer so far, as the policy would append them: each drafted token
+    the mask allows at a sampling point, then the forced tokens after it (the draft's own copy of those is
+    skipped; where it departs from them, the draft ends). Returns (tokens to feed, checks, the state after
+    them, its mask): a check is (offset of the token in the fed tokens, the state before it, the mask
+    there, the drafted token)."""
+    sim, mask, fed, checks, i = state.copy(), allowed, [], [], 0
+    while i < len(draft) and mask is not None and mask[draft[i]]:
+        checks.append((len(fed), sim.copy(), mask, draft[i]))
+        before = len(sim.tokens)
+        sim.sample(draft[i])
+        mask = sim.advance()
+        added = sim.tokens[before:]
+        fed += added
+        if draft[i:i + len(added)] != added:
+            break
+        i += len(added)
+    return fed, checks, sim, mask
+
+
+@torch.no_grad()
+def _decode_one(model: torch.nn.Module, enc: dict[str, torch.Tensor], state: AnswerState, temperature: float,
+                top_p: float, generator: torch.Generator | None, drafter: Drafter | None,
+                prefix: PrefixCache | None) -> tuple[AnswerState, int, float, int]:
+    """One answer, with a cached prompt head and verified drafts (agents.vlm.speculative); returns (the answer,
+    model passes after the prompt, grammar seconds, drafted tokens kept). With no drafter this is the plain policy: one pass
+    per sampled token, the forced tokens riding along."""
+    started = time.perf_counter()
+    allowed = state.advance()
+    grammar_s = time.perf_counter() - started
+    cache, rest = prefix.split(model, enc) if prefix is not None else (None, enc)
+    out = model(**rest, cache=cache, use_cache=True, logits_to_keep=1) if cache is not None else \
+        model(**rest, use_cache=True, logits_to_keep=1)
+    cache, logits = out.cache, out.logits[0, -1].float()
+    prompt_ids = enc["input_ids"][0].tolist()
+    length = len(prompt_ids)  # tokens in the cache
+    device = enc["input_ids"].device
+    fed, passes, kept = 0, 0, 0  # answer tokens in the cache
+    while allowed is not None:
+        t = time.perf_counter()
+        pending = state.tokens[fed:]
+        draft = drafter.propose(state.tokens, prompt_ids) if drafter is not None else []
+        extra, checks, end, end_allowed = _candidate(state, allowed, draft) if draft else ([], [], state, allowed)
+        grammar_s += time.perf_counter() - t
+        seq = pending + extra
+        if seq:
+            ids = torch.tensor([seq], device=device)
+            out = model(input_ids=ids, attention_mask=torch.ones(1, length + len(seq), dtype=torch.long, device=device),
+                        position_ids=torch.arange(length, length + len(seq), device=device)[None], cache=cache,
+                        use_cache=True, logits_to_keep=len(seq))
+            cache, passes = out.cache, passes + 1
+        # dists[k]: the distribution of the token at seq[k]; the last one is of the token after seq
+        dists = [logits, *out.logits[0].float()] if seq else [logits]
+        t = time.perf_counter()
+
+        for offset, before, mask, token in checks:
+            chosen = _verify(dists[len(pending) + offset], mask, token, temperature, top_p, generator)
+            if chosen != token:  # the first refusal: keep what came before it, then the policy's own token
+                cut = len(pending) + offset
+                cache.crop(cut - len(seq))  # a negative count: the refused tokens' entries go
+                length, fed = length + cut, fed + cut
+                state = before
+                state.sample(chosen)
+                allowed = state.advance()
+                break
+            kept += 1
+        else:  # every drafted token kept (or none drafted): the model's next token comes free with the pass
+            length, fed, logits = length + len(seq), fed + len(seq), dists[-1]
+            if checks:
+                state, allowed = end, end_allowed
+            if allowed is not None:
+                state.sample(_pick(logits, allowed, temperature, top_p, generator))
+                allowed = state.advance()
+        grammar_s += time.perf_counter() - t
+    return state, passes, grammar_s, kept
+
+
 @torch.no_grad()
 def constrained_generate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, enc: dict[str, torch.Tensor],
                          task: str, n: int = 1, temperature: float = 0.0, max_new_tokens: int = 128,
-                         top_p: float = 1.0, generator: torch.Generator | None = None) -> Decoded:
+                         top_p: float = 1.0, generator: torch.Generator | None = None, drafter: Drafter | None = None,
+                         prefix: PrefixCache | None = None) -> Decoded:
     """n answers to one prompt (`enc`: a batch of one, as VLMAgent.encode makes it), each complete under
     the task's grammar and ending with the end token; temperature 0 is greedy. `generator` seeds the
-    sampling (None: torch's global generator)."""
+    sampling (None: torch's global generator). A single answer (n=1) may use a cached prompt head and
+    verified drafts (agents.vlm.speculative): the same answers (greedy) or the same distribution
+    (sampling), fewer passes; the drafter remembers every answer given."""
     if n < 1 or temperature < 0 or not 0 < top_p <= 1 or enc["input_ids"].shape[0] != 1:
         raise ValueError(f"constrained_generate: need one prompt, n >= 1, temperature >= 0, 0 < top_p <= 1 (got "
                          f"{enc['input_ids'].shape[0]} prompts, n={n}, temperature={temperature}, top_p={top_p})")
     grammar = action_grammar(tokenizer, task)
+    if n == 1:
+        state, passes, grammar_s, drafted = _decode_one(model, enc, grammar.start(max_new_tokens), temperature, top_p,
+                                                        generator, drafter, prefix)
+        if drafter is not None:
+            drafter.remember(state.tokens)
+        return Decoded((torch.tensor(state.tokens),), (torch.tensor(state.forced),), passes, grammar_s, drafted)
     started = time.perf_counter()
     states = [grammar.start(max_new_tokens) for _ in range(n)]
     allowed = [s.advance() for s in states]
@@ -331,6 +454,8 @@ def constrained_generate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerB
             states[i].sample(token)
             allowed[i] = states[i].advance()
             grammar_s += time.perf_counter() - t
+    for state in states if drafter is not None else ():
+        drafter.remember(state.tokens)
     return Decoded(tuple(torch.tensor(s.tokens) for s in states), tuple(torch.tensor(s.forced) for s in states),
                    passes, grammar_s)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from agents.vlm.lora import load_adapter, read_manifest
 from agents.vlm.model import GenerationConfig, VisionConfig, VLMAgent, build_vlm
 from agents.vlm.model_store import DEFAULT_MODEL
+from agents.vlm.speculative import read_drafts
 
 
 def agent_from_adapter(adapter_dir: Path | str, task: str, generation: GenerationConfig | None = None,
@@ -31,6 +32,7 @@ def agent_from_adapter(adapter_dir: Path | str, task: str, generation: Generatio
         model.eval()
     agent = VLMAgent(model, tokenizer, task, base_hash, manifest.get("adapter_hash", "unknown"),
                      generation=generation, vision=vision, seed=seed, prompt_version=manifest.get("prompt_version"))
+    agent.remember(read_drafts(adapter_dir))
     name = adapter_dir.parent.name if adapter_dir.name in ("adapter", "checkpoint") else adapter_dir.name
     agent.label = f"{stage_chain(manifest)} ({name})"
     return agent

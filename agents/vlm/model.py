@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from agents.vlm.constrained import constrained_generate
 from agents.vlm.model_store import DEFAULT_MODEL, model_hash, resolve_model
 from agents.vlm.parsing import PARSERS
 from agents.vlm.prompts import prompt_for
+from agents.vlm.speculative import Drafter, PrefixCache
 from twin.core.config import ConfigError, bounded, check_bounds
 from twin.core.contracts import Decision, Observation
 
@@ -125,6 +127,10 @@ class GenerationConfig:
     grammar forces cost no sampling step. An answer is never cut: one that reaches max_new_tokens is
     completed neutrally without the model (a few tokens past it; at least the grammar's shortest
     answer, ~16 tokens). False: plain transformers sampling, the parser's fallback for what it cannot read."""
+    speculative: bool = True
+    """With `constrained`: reuse the prompt head's key/value cache and verify lookup drafts from earlier
+    answers (agents.vlm.speculative). Greedy answers are the same token for token and sampled ones have
+    the same distribution; only the number of model passes changes."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -143,6 +149,14 @@ class VLMAgent:
         self.policy_id = f"vlm:{base_hash}:{adapter_hash}:{self.prompt_version}"
         self.label = f"VLM ({adapter_hash})"
         self._gen = torch.Generator().manual_seed(seed)
+        self.drafter = Drafter()
+        self.prefix = PrefixCache(stop_token=getattr(model.config, "image_token_id", -1))
+
+    def remember(self, texts: Sequence[str]) -> None:
+        """Seed the drafter with answer texts (an adapter's drafts; agents.vlm.speculative)."""
+        for text in texts:
+            self.drafter.remember(self.tokenizer(text, add_special_tokens=False)["input_ids"] +
+                                  [self.tokenizer.eos_token_id])
 
     def encode(self, obs: Observation) -> dict[str, torch.Tensor]:
         """Token ids (the prompt version places the image tokens) and pixel values for one observation."""
@@ -157,8 +171,9 @@ class VLMAgent:
         enc = self.encode(obs)
         g = self.generation
         if g.constrained:
+            fast = {"drafter": self.drafter, "prefix": self.prefix} if g.speculative else {}
             decoded = constrained_generate(self.model, self.tokenizer, enc, self.task, temperature=g.temperature,
-                                           max_new_tokens=g.max_new_tokens, top_p=g.top_p, generator=self._gen)
+                                           max_new_tokens=g.max_new_tokens, top_p=g.top_p, generator=self._gen, **fast)
             return self.tokenizer.decode(decoded.answers[0], skip_special_tokens=True)
         sample = g.temperature > 0
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen)))

@@ -1,0 +1,116 @@
+"""Drafts and a cached prompt head change what a decision costs, never what it decides: greedy answers are
+the same token for token, a sampled token keeps its distribution, and a head cached before the weights
+changed is recomputed. The model is test_constrained's tiny random LLaVA with the real tokenizer."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from agents.vlm.constrained import _distribution, _verify, constrained_generate
+from agents.vlm.speculative import Drafter, PrefixCache, read_drafts, save_drafts
+from tests.agents.test_constrained import QUICK, TASKS, encode, model, one_thread, tok  # noqa: F401 - fixtures
+
+INSTRUCTIONS = ["Drive at 2 m/s.", "Keep to the centre line.", "Reverse slowly.", "Drive smoothly.", "Inspect the part."]
+
+
+def _plain(model, tok, enc, task, **kw):
+    return constrained_generate(model, tok, enc, task, **kw).answers[0].tolist()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=QUICK)
+@given(task=st.sampled_from(TASKS), seed=st.integers(0, 2**16), budget=st.integers(1, 40),
+       noise=st.lists(st.lists(st.integers(0, 49151), max_size=30), max_size=4))
+def test_greedy_answers_are_the_same_with_drafts_and_a_cached_head(model, tok, task, seed, budget, noise):
+    """Drafts of every kind: none yet, random tokens, the exact answer (learned from an earlier decision)."""
+    drafter, prefix = Drafter(), PrefixCache(model.config.image_token_id, min_tokens=4)
+    for tokens in noise:
+        drafter.remember(tokens)
+    for round_ in range(2):
+        for k, instruction in enumerate(INSTRUCTIONS[:3]):
+            enc = encode(model, tok, task, instruction, number=k + 0.5, seed=seed + k)
+            want = _plain(model, tok, enc, task, max_new_tokens=budget)
+            fast = constrained_generate(model, tok, enc, task, max_new_tokens=budget, drafter=drafter, prefix=prefix)
+            assert fast.answers[0].tolist() == want, (round_, instruction)
+            if round_:  # the second time, the drafter holds this very answer
+                assert fast.drafted > 0 or fast.sampled_tokens <= 1
+    assert prefix.hits >= 4 and len(prefix.tokens) >= 4
+
+
+def test_a_draft_of_the_whole_answer_costs_one_pass(model, tok):
+    enc = encode(model, tok, "car", "Drive at 2 m/s.")
+    drafter = Drafter(draft_tokens=200)
+    first = constrained_generate(model, tok, enc, "car", max_new_tokens=40, drafter=drafter)
+    again = constrained_generate(model, tok, enc, "car", max_new_tokens=40, drafter=drafter)
+    assert again.answers[0].tolist() == first.answers[0].tolist()
+    assert first.passes > 3 and again.passes == 1 and again.drafted == first.sampled_tokens
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), temperature=st.sampled_from([0.7, 1.0, 2.0]), top_p=st.sampled_from([1.0, 0.9]))
+def test_a_verified_draft_keeps_the_distribution(seed, temperature, top_p):
+    """Speculative sampling with a point-mass draft: whatever the draft, the token taken is distributed as
+    _distribution says (chi-square over 4000 draws, a fixed generator so the test replays)."""
+    rng = np.random.default_rng(seed)
+    logits = torch.tensor(rng.normal(0, 2, 12), dtype=torch.float32)
+    allowed = rng.random(12) < 0.7
+    allowed[rng.integers(12)] = True
+    ids, probs = _distribution(logits, allowed, temperature, top_p)
+    draft = int(rng.choice(np.flatnonzero(allowed)))
+    gen = torch.Generator().manual_seed(seed)
+    draws = [_verify(logits, allowed, draft, temperature, top_p, gen) for _ in range(4000)]
+    counts = np.array([draws.count(int(i)) for i in ids])
+    assert counts.sum() == 4000  # never a token outside the allowed nucleus
+    if len(ids) > 1:
+        assert stats.chisquare(counts, probs * 4000).pvalue > 1e-4
+
+
+def test_greedy_verification_takes_the_argmax():
+    logits = torch.tensor([0.0, 3.0, 1.0, 2.0])
+    allowed = np.array([True, False, True, True])
+    assert _verify(logits, allowed, 2, 0.0, 1.0, None) == 3
+    assert _verify(logits, allowed, 3, 0.0, 1.0, None) == 3
+
+
+def test_a_head_cached_before_training_is_recomputed(model, tok):
+    task, prefix = "car", PrefixCache(model.config.image_token_id, min_tokens=4)
+    encs = [encode(model, tok, task, text, number=k, seed=k) for k, text in enumerate(INSTRUCTIONS[:2])]
+    for enc in encs:
+        constrained_generate(model, tok, enc, task, max_new_tokens=12, prefix=prefix)
+    weight = model.get_input_embeddings().weight
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.mul_(1.7)  # an optimizer step would change weights in place just so
+        assert constrained_generate(model, tok, encs[0], task, max_new_tokens=12, prefix=prefix).answers[0].tolist() == \
+            _plain(model, tok, encs[0], task, max_new_tokens=12)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+
+
+def test_the_drafter_proposes_what_followed_the_longest_match():
+    drafter = Drafter(max_ngram=4, min_ngram=2, draft_tokens=3)
+    assert drafter.propose([1, 2]) == []
+    drafter.remember([1, 2, 3, 4, 5, 6])
+    drafter.remember([9, 2, 3, 7, 8])
+    assert drafter.propose([2, 3]) == [7, 8]  # the most recent answer on ties
+    assert drafter.propose([1, 2, 3]) == [4, 5, 6]  # a longer match wins
+    assert drafter.propose([]) == [9, 2, 3]  # an answer not begun: the latest answer's start
+    assert drafter.propose([5, 5], prompt=[4, 5, 5, 11, 12, 13, 14]) == [11, 12, 13]  # prompt lookup
+    with pytest.raises(ValueError, match="min_ngram"):
+        Drafter(max_ngram=1, min_ngram=2)
+
+
+def test_drafts_files_round_trip_and_a_broken_one_is_named(tmp_path):
+    save_drafts(tmp_path, ["a", "b", "a", "c"], limit=2)
+    assert read_drafts(tmp_path) == ["a", "b"]
+    assert read_drafts(tmp_path / "nowhere") == []
+    (tmp_path / "drafts.json").write_text("{not json")
+    with pytest.raises(ValueError, match="drafts.json"):
+        read_drafts(tmp_path)
+    (tmp_path / "drafts.json").write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="list of answer texts"):
+        read_drafts(tmp_path)
