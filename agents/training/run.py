@@ -138,10 +138,13 @@ def sample_answers(agent: VLMAgent, enc: dict[str, torch.Tensor], n: int, temper
     with its end token; score them with agents.vlm.logprobs.score_constrained and the same max_new_tokens.
 
     The prompt (image included) is run once and its key/value cache copied n times, rather
-    than run n times: on a CPU the prompt is most of the cost of a group.
+    than run n times: on a CPU the prompt is most of the cost of a group. With the agent's
+    generation config speculative (the default), the prompt's head comes from its cache and the
+    agent's drafts are verified: the same distribution, fewer passes (agents.vlm.speculative).
     """
+    fast = {"drafter": agent.drafter, "prefix": agent.prefix} if agent.generation.speculative else {}
     return list(constrained_generate(agent.model, agent.tokenizer, enc, agent.task, n=n, temperature=temperature,
-                                     max_new_tokens=max_new_tokens).answers)
+                                     max_new_tokens=max_new_tokens, **fast).answers)
 
 
 def trainable_parameters(model: torch.nn.Module, train_vision: bool = True) -> list[torch.nn.Parameter]:

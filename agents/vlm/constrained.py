@@ -334,61 +334,19 @@ def _candidate(state: AnswerState, allowed: np.ndarray, draft: list[int]) -> tup
     return fed, checks, sim, mask
 
 
-@torch.no_grad()
-def _decode_one(model: torch.nn.Module, enc: dict[str, torch.Tensor], state: AnswerState, temperature: float,
-                top_p: float, generator: torch.Generator | None, drafter: Drafter | None,
-                prefix: PrefixCache | None) -> tuple[AnswerState, int, float, int]:
-    """One answer, with a cached prompt head and verified drafts (agents.vlm.speculative); returns (the answer,
-    model passes after the prompt, grammar seconds, drafted tokens kept). With no drafter this is the plain policy: one pass
-    per sampled token, the forced tokens riding along."""
-    started = time.perf_counter()
-    allowed = state.advance()
-    grammar_s = time.perf_counter() - started
-    cache, rest = prefix.split(model, enc) if prefix is not None else (None, enc)
-    out = model(**rest, cache=cache, use_cache=True, logits_to_keep=1) if cache is not None else \
-        model(**rest, use_cache=True, logits_to_keep=1)
-    cache, logits = out.cache, out.logits[0, -1].float()
-    prompt_ids = enc["input_ids"][0].tolist()
-    length = len(prompt_ids)  # tokens in the cache
-    device = enc["input_ids"].device
-    fed, passes, kept = 0, 0, 0  # answer tokens in the cache
-    while allowed is not None:
-        t = time.perf_counter()
-        pending = state.tokens[fed:]
-        draft = drafter.propose(state.tokens, prompt_ids) if drafter is not None else []
-        extra, checks, end, end_allowed = _candidate(state, allowed, draft) if draft else ([], [], state, allowed)
-        grammar_s += time.perf_counter() - t
-        seq = pending + extra
-        if seq:
-            ids = torch.tensor([seq], device=device)
-            out = model(input_ids=ids, attention_mask=torch.ones(1, length + len(seq), dtype=torch.long, device=device),
-                        position_ids=torch.arange(length, length + len(seq), device=device)[None], cache=cache,
-                        use_cache=True, logits_to_keep=len(seq))
-            cache, passes = out.cache, passes + 1
-        # dists[k]: the distribution of the token at seq[k]; the last one is of the token after seq
-        dists = [logits, *out.logits[0].float()] if seq else [logits]
-        t = time.perf_counter()
+@dataclasses.dataclass
+class _Row:
+    """One answer of a group being decoded: its state and what of it the model has seen."""
 
-        for offset, before, mask, token in checks:
-            chosen = _verify(dists[len(pending) + offset], mask, token, temperature, top_p, generator)
-            if chosen != token:  # the first refusal: keep what came before it, then the policy's own token
-                cut = len(pending) + offset
-                cache.crop(cut - len(seq))  # a negative count: the refused tokens' entries go
-                length, fed = length + cut, fed + cut
-                state = before
-                state.sample(chosen)
-                allowed = state.advance()
-                break
-            kept += 1
-        else:  # every drafted token kept (or none drafted): the model's next token comes free with the pass
-            length, fed, logits = length + len(seq), fed + len(seq), dists[-1]
-            if checks:
-                state, allowed = end, end_allowed
-            if allowed is not None:
-                state.sample(_pick(logits, allowed, temperature, top_p, generator))
-                allowed = state.advance()
-        grammar_s += time.perf_counter() - t
-    return state, passes, grammar_s, kept
+    state: AnswerState
+    allowed: np.ndarray | None
+    """The mask at its next sampling point; None when the answer is complete."""
+    logits: torch.Tensor | None = None
+    """The model's next-token logits after every token fed so far (the prompt's at first)."""
+    length: int = 0
+    """Tokens of the prompt and the answer in the cache that this row attends to."""
+    fed: int = 0
+    """Answer tokens fed to the model so far."""
 
 
 @torch.no_grad()
@@ -398,66 +356,98 @@ def constrained_generate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerB
                          prefix: PrefixCache | None = None) -> Decoded:
     """n answers to one prompt (`enc`: a batch of one, as VLMAgent.encode makes it), each complete under
     the task's grammar and ending with the end token; temperature 0 is greedy. `generator` seeds the
-    sampling (None: torch's global generator). A single answer (n=1) may use a cached prompt head and
-    verified drafts (agents.vlm.speculative): the same answers (greedy) or the same distribution
-    (sampling), fewer passes; the drafter remembers every answer given."""
+    sampling (None: torch's global generator). With a `prefix` cache and a `drafter` (agents.vlm.speculative)
+    the prompt's head is not recomputed and drafted tokens are verified in the passes the answers need
+    anyway: the same answers (greedy) or the same distribution (sampling), fewer passes. The drafter
+    remembers every answer given.
+
+    Each pass feeds every unfinished answer's unseen tokens (its last sampled token, the forced ones after
+    it, then a draft), left-padded to a common width. A refused drafted token and everything after it stay
+    in the key/value cache but are masked out of attention, so rows that keep different amounts of their
+    drafts share one cache; positions count the tokens a row attends to."""
     if n < 1 or temperature < 0 or not 0 < top_p <= 1 or enc["input_ids"].shape[0] != 1:
         raise ValueError(f"constrained_generate: need one prompt, n >= 1, temperature >= 0, 0 < top_p <= 1 (got "
                          f"{enc['input_ids'].shape[0]} prompts, n={n}, temperature={temperature}, top_p={top_p})")
     grammar = action_grammar(tokenizer, task)
-    if n == 1:
-        state, passes, grammar_s, drafted = _decode_one(model, enc, grammar.start(max_new_tokens), temperature, top_p,
-                                                        generator, drafter, prefix)
-        if drafter is not None:
-            drafter.remember(state.tokens)
-        return Decoded((torch.tensor(state.tokens),), (torch.tensor(state.forced),), passes, grammar_s, drafted)
     started = time.perf_counter()
-    states = [grammar.start(max_new_tokens) for _ in range(n)]
-    allowed = [s.advance() for s in states]
+    rows = [_Row(state, state.advance()) for state in (grammar.start(max_new_tokens) for _ in range(n))]
     grammar_s = time.perf_counter() - started
-    out = model(**enc, use_cache=True, logits_to_keep=1)  # only the last position's logits are read
+    cache, rest = prefix.split(model, enc) if prefix is not None else (None, enc)
+    out = model(**rest, **({"cache": cache} if cache is not None else {}), use_cache=True, logits_to_keep=1)
     cache = out.cache
     cache.batch_repeat_interleave(n)
-    logits = out.logits[:, -1].float().repeat(n, 1)  # row r: next-token logits of answer rows[r]
+    prompt_ids = enc["input_ids"][0].tolist()
     attention = enc["attention_mask"].repeat(n, 1)
-    prompt_len = attention.shape[1]
     device = attention.device
-    rows, fed, passes = list(range(n)), [0] * n, 0
+    for row in rows:
+        row.logits, row.length = out.logits[0, -1].float(), len(prompt_ids)
+    live, passes, drafted = list(range(n)), 0, 0  # live: the rows still in the batch (and the cache)
     while True:
-        keep = [r for r, i in enumerate(rows) if allowed[i] is not None]
+        keep = [k for k, i in enumerate(live) if rows[i].allowed is not None]
         if not keep:
             break
-        if len(keep) < len(rows):  # finished answers leave the batch
+        if len(keep) < len(live):  # finished answers leave the batch
             index = torch.tensor(keep, device=device)
             cache.batch_select_indices(index)
-            attention, logits, rows = attention[index], logits[index], [rows[r] for r in keep]
-        pending = [states[i].tokens[fed[i]:] for i in rows]
-        width = max(map(len, pending))
-        if width:  # each answer's sampled token and the forced ones after it, left-padded to a common width
-            pads = [width - len(tokens) for tokens in pending]
-            ids = torch.tensor([[0] * p + tokens for p, tokens in zip(pads, pending)], device=device)
-            new = torch.tensor([[0] * p + [1] * (width - p) for p in pads], device=device)
-            positions = torch.tensor([[0] * p + list(range(prompt_len + fed[i], prompt_len + fed[i] + width - p))
-                                      for p, i in zip(pads, rows)], device=device)
-            attention = torch.cat([attention, new.to(attention.dtype)], 1)
+            attention, live = attention[index], [live[k] for k in keep]
+        t = time.perf_counter()
+        plans = []
+        for i in live:
+            row = rows[i]
+            draft = drafter.propose(row.state.tokens, prompt_ids) if drafter is not None else []
+            extra, checks, end, end_allowed = (_candidate(row.state, row.allowed, draft) if draft
+                                               else ([], [], row.state, row.allowed))
+            plans.append((row.state.tokens[row.fed:], extra, checks, end, end_allowed))
+        grammar_s += time.perf_counter() - t
+        seqs = [pending + extra for pending, extra, *_ in plans]
+        width = max(map(len, seqs))
+        if width:
+            pads = [width - len(seq) for seq in seqs]
+            ids = torch.tensor([[0] * p + seq for p, seq in zip(pads, seqs)], device=device)
+            new = torch.tensor([[0] * p + [1] * (width - p) for p in pads], device=device, dtype=attention.dtype)
+            positions = torch.tensor([[0] * p + list(range(rows[i].length, rows[i].length + width - p))
+                                      for p, i in zip(pads, live)], device=device)
+            attention = torch.cat([attention, new], 1)
             out = model(input_ids=ids, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True,
-                        logits_to_keep=1)
+                        logits_to_keep=width)
             cache, passes = out.cache, passes + 1
-            last = out.logits[:, -1].float()
-            for r, (i, tokens) in enumerate(zip(rows, pending)):
-                if tokens:
-                    logits[r] = last[r]
-                    fed[i] += len(tokens)
-        for r, i in enumerate(rows):
-            token = _pick(logits[r], allowed[i], temperature, top_p, generator)
-            t = time.perf_counter()
-            states[i].sample(token)
-            allowed[i] = states[i].advance()
-            grammar_s += time.perf_counter() - t
-    for state in states if drafter is not None else ():
-        drafter.remember(state.tokens)
-    return Decoded(tuple(torch.tensor(s.tokens) for s in states), tuple(torch.tensor(s.forced) for s in states),
-                   passes, grammar_s)
+        t = time.perf_counter()
+        for r, (i, seq, (pending, _extra, checks, end, end_allowed)) in enumerate(zip(live, seqs, plans)):
+            row = rows[i]
+            # dists[k]: the distribution of the token at seq[k]; the last one is of the token after seq
+            dists = [row.logits, *out.logits[r, width - len(seq):].float()] if seq else [row.logits]
+            kept = _settle_draft(row, dists, len(pending), checks, temperature, top_p, generator)
+            drafted += kept
+            if kept < len(checks):  # a refusal: the row's tokens after the kept ones are masked out
+                cut = len(pending) + checks[kept][0]
+                attention[r, attention.shape[1] - len(seq) + cut:] = 0
+                row.length, row.fed = row.length + cut, row.fed + cut
+                continue
+            row.length, row.fed, row.logits = row.length + len(seq), row.fed + len(seq), dists[-1]
+            if checks:
+                row.state, row.allowed = end, end_allowed
+            if row.allowed is not None:
+                row.state.sample(_pick(row.logits, row.allowed, temperature, top_p, generator))
+                row.allowed = row.state.advance()
+        grammar_s += time.perf_counter() - t
+    for row in rows if drafter is not None else ():
+        drafter.remember(row.state.tokens)
+    return Decoded(tuple(torch.tensor(row.state.tokens) for row in rows),
+                   tuple(torch.tensor(row.state.forced) for row in rows), passes, grammar_s, drafted)
+
+
+def _settle_draft(row: _Row, dists: list[torch.Tensor], pending: int, checks: list[tuple], temperature: float,
+                  top_p: float, generator: torch.Generator | None) -> int:
+    """Verify a row's drafted tokens in order; at the first refusal, the row takes the policy's own token there
+    (its state moves to just after it). Returns how many drafted tokens were kept."""
+    for kept, (offset, before, mask, token) in enumerate(checks):
+        chosen = _verify(dists[pending + offset], mask, token, temperature, top_p, generator)
+        if chosen != token:
+            row.state = before
+            row.state.sample(chosen)
+            row.allowed = row.state.advance()
+            return kept
+    return len(checks)
 
 
 def replay(grammar: ActionGrammar, answer: Sequence[int], max_new_tokens: int) -> tuple[list[int], np.ndarray, list[bool]]:

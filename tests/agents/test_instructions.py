@@ -182,9 +182,9 @@ def test_paraphrase_verdicts():
 
 def test_the_expert_thought_states_the_target_it_read_in_metres_per_second():
     thought = car_thought("velocity", 1.6, {"v_max": 1.62}, written_speed("Drive at one point six meters per second."))
-    assert thought.startswith("one point six meters per second is 1.6 m/s. Target 1.6 m/s:")
-    assert car_thought("velocity", 2.0, {"v_max": 2.02}, "2 m/s").startswith("Target 2 m/s:")
+    assert thought == "one point six meters per second is 1.6 m/s. Target 1.6 m/s."
+    assert car_thought("velocity", 2.0, {"v_max": 2.02}, "2 m/s") == "Target 2 m/s."
     velocity = [ex for ex in car_examples(16, seed=1, tracks=("oval",)) if ex.observation.privileged["category"] == "velocity"]
     assert velocity
     for ex in velocity:
-        assert f"Target {ex.observation.privileged['target_speed']:g} m/s:" in ex.target
+        assert f"Target {ex.observation.privileged['target_speed']:g} m/s." in ex.target

@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from agents.vlm.constrained import _distribution, _verify, constrained_generate
+from agents.vlm.constrained import _distribution, _verify, action_grammar, constrained_generate, replay
 from agents.vlm.speculative import Drafter, PrefixCache, read_drafts, save_drafts
-from tests.agents.test_constrained import QUICK, TASKS, encode, model, one_thread, tok  # noqa: F401 - fixtures
+from tests.agents.test_constrained import QUICK, TASKS, check_answer, encode
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 INSTRUCTIONS = ["Drive at 2 m/s.", "Keep to the centre line.", "Reverse slowly.", "Drive smoothly.", "Inspect the part."]
 
@@ -21,10 +23,11 @@ def _plain(model, tok, enc, task, **kw):
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=QUICK)
-@given(task=st.sampled_from(TASKS), seed=st.integers(0, 2**16), budget=st.integers(1, 40),
+@given(task=st.sampled_from(TASKS), seed=st.integers(0, 2**16), budget=st.integers(1, 40), n=st.integers(1, 3),
        noise=st.lists(st.lists(st.integers(0, 49151), max_size=30), max_size=4))
-def test_greedy_answers_are_the_same_with_drafts_and_a_cached_head(model, tok, task, seed, budget, noise):
-    """Drafts of every kind: none yet, random tokens, the exact answer (learned from an earlier decision)."""
+def test_greedy_answers_are_the_same_with_drafts_and_a_cached_head(model, tok, task, seed, budget, n, noise):
+    """Drafts of every kind: none yet, random tokens, the exact answer (learned from an earlier decision);
+    one answer or a group, whose rows keep different amounts of their drafts."""
     drafter, prefix = Drafter(), PrefixCache(model.config.image_token_id, min_tokens=4)
     for tokens in noise:
         drafter.remember(tokens)
@@ -32,11 +35,27 @@ def test_greedy_answers_are_the_same_with_drafts_and_a_cached_head(model, tok, t
         for k, instruction in enumerate(INSTRUCTIONS[:3]):
             enc = encode(model, tok, task, instruction, number=k + 0.5, seed=seed + k)
             want = _plain(model, tok, enc, task, max_new_tokens=budget)
-            fast = constrained_generate(model, tok, enc, task, max_new_tokens=budget, drafter=drafter, prefix=prefix)
-            assert fast.answers[0].tolist() == want, (round_, instruction)
+            fast = constrained_generate(model, tok, enc, task, n=n, max_new_tokens=budget, drafter=drafter,
+                                        prefix=prefix)
+            assert [a.tolist() for a in fast.answers] == [want] * n, (round_, instruction)
             if round_:  # the second time, the drafter holds this very answer
                 assert fast.drafted > 0 or fast.sampled_tokens <= 1
     assert prefix.hits >= 4 and len(prefix.tokens) >= 4
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=QUICK)
+@given(task=st.sampled_from(TASKS), seed=st.integers(0, 2**16), budget=st.integers(1, 40))
+def test_sampled_groups_with_drafts_are_answers_the_policy_can_make(model, tok, task, seed, budget):
+    """Every sampled answer parses, and replaying the policy on it (what the trainers score) accepts it."""
+    drafter = Drafter()
+    grammar = action_grammar(tok, task)
+    for k in range(3):
+        enc = encode(model, tok, task, INSTRUCTIONS[k], number=k, seed=seed + k)
+        decoded = constrained_generate(model, tok, enc, task, n=4, temperature=1.5, max_new_tokens=budget,
+                                       generator=torch.Generator().manual_seed(seed + k), drafter=drafter)
+        for answer, forced in zip(decoded.answers, decoded.forced):
+            check_answer(tok, task, answer, forced, budget)
+            assert replay(grammar, answer.tolist(), budget)[2] == forced.tolist()
 
 
 def test_a_draft_of_the_whole_answer_costs_one_pass(model, tok):
