@@ -246,6 +246,8 @@ class Decoded:
     """Wall time spent in the grammar (masks, fast-forward tokens, finishing), not in the model."""
     drafted: int = 0
     """Sampled tokens that came from a verified draft (agents.vlm.speculative) instead of a pass of their own."""
+    prompt_seconds: float = 0.0
+    """Wall time of the prompt pass (the part not in the cached head, when one is given)."""
 
     def __post_init__(self) -> None:
         if len(self.answers) != len(self.forced) or any(len(a) != len(f) for a, f in zip(self.answers, self.forced)):
@@ -372,9 +374,10 @@ def constrained_generate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerB
     started = time.perf_counter()
     rows = [_Row(state, state.advance()) for state in (grammar.start(max_new_tokens) for _ in range(n))]
     grammar_s = time.perf_counter() - started
+    prompt_started = time.perf_counter()
     cache, rest = prefix.split(model, enc) if prefix is not None else (None, enc)
     out = model(**rest, **({"cache": cache} if cache is not None else {}), use_cache=True, logits_to_keep=1)
-    cache = out.cache
+    cache, prompt_s = out.cache, time.perf_counter() - prompt_started
     cache.batch_repeat_interleave(n)
     prompt_ids = enc["input_ids"][0].tolist()
     attention = enc["attention_mask"].repeat(n, 1)
@@ -433,7 +436,7 @@ def constrained_generate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerB
     for row in rows if drafter is not None else ():
         drafter.remember(row.state.tokens)
     return Decoded(tuple(torch.tensor(row.state.tokens) for row in rows),
-                   tuple(torch.tensor(row.state.forced) for row in rows), passes, grammar_s, drafted)
+                   tuple(torch.tensor(row.state.forced) for row in rows), passes, grammar_s, drafted, prompt_s)
 
 
 def _settle_draft(row: _Row, dists: list[torch.Tensor], pending: int, checks: list[tuple], temperature: float,

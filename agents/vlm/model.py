@@ -25,7 +25,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from agents.vlm.constrained import constrained_generate
+from agents.vlm.constrained import Decoded, constrained_generate
 from agents.vlm.model_store import DEFAULT_MODEL, model_hash, resolve_model
 from agents.vlm.parsing import PARSERS
 from agents.vlm.prompts import prompt_for
@@ -149,6 +149,8 @@ class VLMAgent:
         self.policy_id = f"vlm:{base_hash}:{adapter_hash}:{self.prompt_version}"
         self.label = f"VLM ({adapter_hash})"
         self._gen = torch.Generator().manual_seed(seed)
+        self.last_decoded: Decoded | None = None
+        """What the last constrained decision's decoding took (passes, drafted tokens, seconds)."""
         self.drafter = Drafter()
         self.prefix = PrefixCache(stop_token=getattr(model.config, "image_token_id", -1))
 
@@ -174,6 +176,7 @@ class VLMAgent:
             fast = {"drafter": self.drafter, "prefix": self.prefix} if g.speculative else {}
             decoded = constrained_generate(self.model, self.tokenizer, enc, self.task, temperature=g.temperature,
                                            max_new_tokens=g.max_new_tokens, top_p=g.top_p, generator=self._gen, **fast)
+            self.last_decoded = decoded
             return self.tokenizer.decode(decoded.answers[0], skip_special_tokens=True)
         sample = g.temperature > 0
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen)))
