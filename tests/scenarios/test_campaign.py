@@ -23,8 +23,11 @@ from scenarios.campaign import (
     CampaignError,
     EpisodeRow,
     EpisodeStore,
+    _Task,
+    dumps,
     import_ray,
     local_ray,
+    open_backend,
     run_campaign,
 )
 from tests.scenarios.campaign_fns import counted, crashing, raising, toy
@@ -120,6 +123,29 @@ def test_a_dying_worker_is_stored_as_errored_and_spares_the_others(backend_name,
     # A death is charged to the item its worker held and to no other.
     assert {i: (r.status, r.attempts, r.result) for i, r in rows.items() if i not in crash} == \
         {i: ("ok", 1, want[i]) for i in rows if i not in crash}
+
+
+def test_a_run_stopped_early_leaves_no_worker_behind():
+    """An exception in the runner (Ctrl-C, a bug) closes the pool: the busy worker is killed, the idle one told to
+    stop; neither outlives the run, and nothing was stored for the item in flight (a resume reruns it)."""
+    with pytest.raises(RuntimeError, match="stop"), open_backend("pool", toy, 2) as pool:
+        pids = [w.process.pid for w in pool.workers]
+        pool.submit(_Task(0, dumps({"x": 0, "sleep": 30.0})))
+        assert [t.index for t in pool.in_flight()] == [0]
+        raise RuntimeError("stop")
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_a_worker_that_dies_idle_is_replaced_and_charges_no_item(store):
+    with open_backend("pool", toy, 2) as pool:
+        victim = pool.workers[0].process
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(5)
+        rows = run_campaign(toy, ITEMS[1:], store, "idle", SPEC, backend="pool", progress=QUIET, executor=pool)
+        assert victim not in [w.process for w in pool.workers] and all(w.process.is_alive() for w in pool.workers)
+    assert [(r.status, r.attempts) for r in rows] == [("ok", 1)] * (len(ITEMS) - 1)
 
 
 KILLED_RUN = """
