@@ -14,7 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from agents.evaluation.evaluate import EvalConfig, evaluate, summary_table
+from agents.evaluation.evaluate import EvalConfig, evaluate, gains_table, summary_table
 from agents.tasks.car.instructions import CATEGORIES
 from agents.tasks.car.metrics import MIN_PROGRESS_RATIO
 from shakedown.progress import RichProgress
@@ -28,11 +28,16 @@ COLUMNS_NOTE = {
             f"forward progress (under {MIN_PROGRESS_RATIO:.0%} of the default's is a crawl, a reverse drive fails, "
             "below the default's pace a penalty). Legacy adaptability: the same drives under the old score, without the "
             "progress term. Thought disagreement: share of decisions whose thought has a claim the parameters "
-            "or the drive do not bear out (safety.audit.claims)."),
+            "or the drive do not bear out (safety.audit.claims). 95 % CI: the adaptability's BCa bootstrap interval over "
+            "episodes (10,000 resamples)."),
     "factory": ("Thought disagreement: share of decisions whose thought concludes another decision, reports a "
-                "defect on an accepted part or a clean part that is rejected (agents.tasks.factory.faithfulness)."),
+                "defect on an accepted part or a clean part that is rejected (agents.tasks.factory.faithfulness). "
+                "95 % CI: the accuracy's BCa bootstrap interval over parts (10,000 resamples)."),
 }
 """What the table's less obvious columns mean, printed under it."""
+GAINS_NOTE = ("Each adapter after the first against the first (give --adapter in training order: SFT, then SFT+GRPO), "
+              "and each adapter against the scripted expert: the difference on each episode (same seed, same world), "
+              "its mean and a 95 % BCa bootstrap interval over episodes (10,000 resamples); car in score points.")
 
 
 def _curves_figure(runs: tuple[str, ...]) -> plt.Figure | None:
@@ -98,10 +103,22 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
         table.add_row(*(str(v) for v in r))
     console.print(table)
     console.print(COLUMNS_NOTE[cfg.world])
+    gains_header, gains_rows = gains_table(cfg.world, rows)
+    if gains_rows:
+        gains = Table(title="paired gains on the same episodes (95 % BCa bootstrap interval)")
+        for h in gains_header:
+            gains.add_column(h, justify="right")
+        for r in gains_rows:
+            gains.add_row(*(str(v) for v in r))
+        console.print(gains)
     run_dir = cfg.out_dir / f"eval-{cfg.world}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     rep = HtmlReport(f"Shakedown evaluation: {cfg.world}")
     rep.table(header, table_rows)
     rep.text(COLUMNS_NOTE[cfg.world])
+    if gains_rows:
+        rep.heading("Paired gains")
+        rep.table(gains_header, gains_rows)
+        rep.text(GAINS_NOTE)
     fig = _curves_figure(cfg.adapters + cfg.baselines)
     if fig is not None:
         rep.heading("Learning curves")
@@ -122,6 +139,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
     rep.write(run_dir / "report.html")
     (run_dir / "results.json").write_text(json.dumps({"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
                                                       "summary": {"header": header, "rows": table_rows},
+                                                      "gains": {"header": gains_header, "rows": gains_rows},
                                                       "rows": rows}, indent=1, default=str))
     console.print(f"report: {run_dir / 'report.html'}")
     return run_dir

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import tyro
 
+from agents.evaluation.intervals import paired_gain, policy_ci
 from agents.policies.car_expert import FixedParamsPolicy, ScriptedCarExpert
 from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
 from agents.policies.sb3 import SB3Policy
@@ -136,7 +137,7 @@ def evaluate_factory(cfg: EvalConfig, policies: list[Policy], progress: Progress
             env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=cfg.parts))
             for ep in range(cfg.episodes):
                 _, info = env.reset(seed=cfg.seed + ep)
-                done = False
+                done, part = False, 0
                 while not done:
                     obs = info["observation"]
                     t0 = time.perf_counter()
@@ -144,7 +145,7 @@ def evaluate_factory(cfg: EvalConfig, policies: list[Policy], progress: Progress
                     latency = time.perf_counter() - t0
                     _, _, term, trunc, info = env.step(DECISIONS.index(decision.action["decision"]))
                     rows.append({"policy": label(policy), "policy_id": policy.policy_id, "episode": ep,
-                                 "defect": obs.privileged["defect"],
+                                 "seed": cfg.seed + ep, "part": part, "defect": obs.privileged["defect"],
                                  "decision": decision.action["decision"],
                                  "correct": info["reward_terms"]["correct"] > 0,
                                  "false_accept": info["reward_terms"]["false_accept"] < 0,
@@ -152,7 +153,7 @@ def evaluate_factory(cfg: EvalConfig, policies: list[Policy], progress: Progress
                                  "parse_failed": decision.parse_status.startswith("fallback"),
                                  "thought_flags": part_thought_flags(decision.thought, decision.action["decision"]),
                                  "latency_s": latency, "thought": decision.thought, "raw": decision.raw_output})
-                    done = term or trunc
+                    done, part = term or trunc, part + 1
                     bar.advance()
             env.close()
     return rows
@@ -177,7 +178,7 @@ def disagreement(rows: Sequence[Mapping[str, Any]]) -> str:
 def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     if world == "car":
-        header = ["policy", *CATEGORIES, "adaptability", "legacy adaptability", "parse failures", "crashes",
+        header = ["policy", *CATEGORIES, "adaptability", "95 % CI", "legacy adaptability", "parse failures", "crashes",
                   "crawls / reverse", "thought disagreement", "decision p50 (s)"]
         table = []
         for p in policies:
@@ -186,17 +187,20 @@ def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], li
             # rows from before the progress term have no legacy score: their improvement was the legacy one
             _, legacy = adaptability([{**r, "legacy_improvement": r.get("legacy_improvement", r["improvement"])}
                                       for r in mine], "legacy_improvement")
-            table.append([p, *(f"{100 * v:.1f} %" for v in per), f"{100 * mean:.1f} %", f"{100 * legacy:.1f} %",
+            ci = policy_ci(rows, p)
+            table.append([p, *(f"{100 * v:.1f} %" for v in per), f"{100 * mean:.1f} %",
+                          f"[{100 * ci.low:.1f}, {100 * ci.high:.1f}]", f"{100 * legacy:.1f} %",
                           sum(r["parse_failed"] for r in mine), sum(r["crashed"] for r in mine),
                           sum(r.get("failure") in ("crawl", "reverse") for r in mine), disagreement(mine),
                           f"{np.median([r['latency_s'] for r in mine]):.3f}"])
         return header, table
-    header = ["policy", "accuracy", "false accept", "false reject", "parse failures", "thought disagreement",
-              "decision p50 (s)"]
+    header = ["policy", "accuracy", "95 % CI", "false accept", "false reject", "parse failures",
+              "thought disagreement", "decision p50 (s)"]
     table = []
     for p in policies:
         mine = [r for r in rows if r["policy"] == p]
-        table.append([p, f"{np.mean([r['correct'] for r in mine]):.3f}",
+        ci = policy_ci(rows, p, key="correct")
+        table.append([p, f"{ci.mean:.3f}", f"[{ci.low:.3f}, {ci.high:.3f}]",
                       f"{np.mean([r['false_accept'] for r in mine]):.3f}",
                       f"{np.mean([r['false_reject'] for r in mine]):.3f}", sum(r["parse_failed"] for r in mine),
                       disagreement(mine), f"{np.median([r['latency_s'] for r in mine]):.3f}"])
@@ -211,6 +215,38 @@ def policies_for(cfg: EvalConfig) -> list[Policy]:
 
 
 def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> list[dict[str, Any]]:
-    """One row per decision of every policy on the held-out episodes."""
+    """One row per decision of every policy on the held-out episodes; each row's 'role' says whether its
+    policy is an adapter (--adapter), the scripted expert or another baseline (what gains_table compares)."""
     policies = policies_for(cfg)
-    return evaluate_car(cfg, policies, progress) if cfg.world == "car" else evaluate_factory(cfg, policies, progress)
+    rows = evaluate_car(cfg, policies, progress) if cfg.world == "car" else evaluate_factory(cfg, policies, progress)
+    adapters = {label(p) for p in policies[len(policies) - 1 - len(cfg.adapters):-1]}
+    for r in rows:
+        r["role"] = "adapter" if r["policy"] in adapters else "expert" if r["policy"] == label(policies[-1]) else "baseline"
+    return rows
+
+
+def gains_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Paired gains, episode by episode, with their bootstrap intervals (agents.evaluation.intervals): every
+    adapter after the first against the first (e.g. SFT+GRPO against SFT, given in that order), and every
+    adapter against the scripted expert; car per category and overall (score points), factory accuracy."""
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    adapters = [p for p in policies if any(r["policy"] == p and r.get("role") == "adapter" for r in rows)]
+    experts = [p for p in policies if any(r["policy"] == p and r.get("role") == "expert" for r in rows)]
+    pairs = [(a, adapters[0]) for a in adapters[1:]] + [(a, e) for a in adapters for e in experts]
+    if world == "car":
+        header = ["policy", "against", *CATEGORIES, "adaptability (95 % CI)", "CI excludes 0"]
+        table = []
+        for policy, against in pairs:
+            per = [paired_gain(rows, policy, against, category=c) for c in CATEGORIES]
+            overall = paired_gain(rows, policy, against)
+            table.append([policy, against, *(f"{100 * g.mean:+.1f}" for g in per),
+                          f"{100 * overall.mean:+.1f} [{100 * overall.low:+.1f}, {100 * overall.high:+.1f}]",
+                          "yes" if overall.excludes_zero else "no"])
+        return header, table
+    header = ["policy", "against", "accuracy gain (95 % CI)", "CI excludes 0"]
+    table = []
+    for policy, against in pairs:
+        g = paired_gain(rows, policy, against, key="correct")
+        table.append([policy, against, f"{g.mean:+.3f} [{g.low:+.3f}, {g.high:+.3f}]",
+                      "yes" if g.excludes_zero else "no"])
+    return header, table

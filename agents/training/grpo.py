@@ -48,6 +48,7 @@ from agents.vlm.loading import agent_from_adapter
 from agents.vlm.logprobs import score_constrained
 from agents.vlm.model import training_autocast
 from agents.vlm.parsing import Parsed, parse_car
+from agents.vlm.speculative import PrefixCache, SharedHead
 from safety.lagrangian import Lagrange, LagrangeConfig
 from twin.car.tracks import TRAIN_TRACKS
 from twin.core.config import bounded, parse_config
@@ -113,8 +114,9 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
         lagrange.load_state_dict(state["lagrange"])
         step, log = state["step"], state["log"]
     reference = None
-    if args.adapter:  # a frozen copy of the starting policy
+    if args.adapter:  # a frozen copy of the starting policy, with its own cache of the prompts' head
         reference = agent_from_adapter(args.adapter, "car", merge=True, seed=args.seed).model
+        reference_head = PrefixCache(agent.prefix.stop_token)
     env = CarInstructionEnv(CarTaskConfig(tracks=TRAIN_TRACKS, split="train", duration_s=args.duration_s))
     audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, step])
@@ -127,13 +129,20 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
             optimizer.zero_grad()
             losses, rewards, terms_sum, driving_sum, costs, kls = [], [], {}, {}, [], []
             timing = {"sample": 0.0, "drive": 0.0, "update": 0.0}
-            for _ in range(args.prompts_per_step):
+            # All the step's groups are sampled in one batch; each episode is reset again (same seed, same
+            # episode) when its group drives.
+            t = time.perf_counter()
+            seeds = [int(rng.integers(2**31)) for _ in range(args.prompts_per_step)]
+            infos = [env.reset(seed=seed)[1] for seed in seeds]
+            encs = [agent.encode(info["observation"]) for info in infos]
+            groups = sample_answers(agent, encs, args.group, args.temperature, args.max_new_tokens)
+            timing["sample"] += time.perf_counter() - t
+            head = SharedHead(model, agent.prefix.tokens)  # the head's forward and backward once per update
+            if reference is not None and reference_head.tokens is None:
+                reference_head.tokens = agent.prefix.tokens
+            for seed, info, enc, answers in zip(seeds, infos, encs, groups):
                 t = time.perf_counter()
-                _, info = env.reset(seed=int(rng.integers(2**31)))
-                enc = agent.encode(info["observation"])
-                answers = sample_answers(agent, enc, args.group, args.temperature, args.max_new_tokens)
-                timing["sample"] += time.perf_counter() - t
-                t = time.perf_counter()
+                env.reset(seed=seed)
                 group_r, group_c, driven = [], [], {}
                 for ids in answers:
                     raw = tokenizer.decode(ids, skip_special_tokens=True)
@@ -163,10 +172,11 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                 r = torch.tensor(group_r)
                 adv = (r - r.mean()) / (r.std() + 1e-4)
                 with training_autocast(model, args.bf16):
-                    logps = score_constrained(model, enc, answers, grammar, args.max_new_tokens)[0]
+                    logps = score_constrained(model, enc, answers, grammar, args.max_new_tokens, head=head)[0]
                     with torch.no_grad():
                         if reference is not None:
-                            ref = score_constrained(reference, enc, answers, grammar, args.max_new_tokens)[0]
+                            ref = score_constrained(reference, enc, answers, grammar, args.max_new_tokens,
+                                                    head=reference_head)[0]
                         else:
                             with model.disable_adapter():
                                 ref = score_constrained(model, enc, answers, grammar, args.max_new_tokens)[0]
@@ -182,6 +192,9 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                 rewards += group_r
                 costs += group_c
                 timing["update"] += time.perf_counter() - t
+            t = time.perf_counter()
+            head.backward()
+            timing["update"] += time.perf_counter() - t
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             lagrange.update(float(np.mean(costs)))

@@ -179,7 +179,7 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
             while len(steps) < args.rollout_steps:
                 obs = info["observation"]
                 enc = agent.encode(obs)
-                answer = sample_answers(agent, enc, 1, args.temperature, args.max_new_tokens)[0]
+                answer = sample_answers(agent, [enc], 1, args.temperature, args.max_new_tokens)[0][0]
                 raw = tokenizer.decode(answer, skip_special_tokens=True)
                 parsed = parse_factory(raw)
                 is_action = action_mask(token_char_spans(tokenizer, answer.tolist()), parsed.action_span)

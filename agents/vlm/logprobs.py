@@ -14,6 +14,10 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from agents.vlm.constrained import ActionGrammar, replay
+from agents.vlm.speculative import PrefixCache, SharedHead
+
+Head = PrefixCache | SharedHead
+"""Where a prompt's constant head comes from when it is not run again (see _answer_logits)."""
 
 
 def token_char_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[tuple[int, int]]:
@@ -35,15 +39,19 @@ def action_mask(spans: list[tuple[int, int]], action_span: tuple[int, int] | Non
 
 
 def _answer_logits(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answers: list[torch.Tensor],
-                   hidden: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+                   hidden: bool, head: Head | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """For each answer, the logits that predict each of its tokens, (len(answer), vocabulary); and (if
     `hidden`) the last layer's hidden state at the last prompt token.
 
     The prompt runs once and its key/value cache is shared by every answer (gradients flow
     through it), so a group of n answers costs one prompt pass plus the answer tokens,
-    not n prompt passes.
+    not n prompt passes. With a `head` (a PrefixCache for a frozen model, a SharedHead for one being
+    trained) the prompt's constant head is not run again.
     """
-    out = model(**prompt, use_cache=True, output_hidden_states=hidden, logits_to_keep=1)
+    cache, rest = head.split(model, prompt) if isinstance(head, PrefixCache) else (
+        head.split(prompt) if head is not None else (None, prompt))
+    out = model(**rest, **({"cache": cache} if cache is not None else {}), use_cache=True,
+                output_hidden_states=hidden, logits_to_keep=1)
     first = out.logits[0, -1:]  # predicts each answer's first token
     last_hidden = out.hidden_states[-1][0, -1] if hidden else None
     cache = out.cache
@@ -70,8 +78,8 @@ def score_answers(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answe
 
 
 def score_constrained(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answers: list[torch.Tensor],
-                      grammar: ActionGrammar, max_new_tokens: int,
-                      hidden: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+                      grammar: ActionGrammar, max_new_tokens: int, hidden: bool = False,
+                      head: Head | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """As score_answers, for answers decoded under the grammar (agents.vlm.constrained, with the same
     max_new_tokens): per-token log p under the policy that sampled them.
 
@@ -85,7 +93,7 @@ def score_constrained(model: torch.nn.Module, prompt: dict[str, torch.Tensor], a
     them with the unconstrained softmax would count probability mass on answers the sampler can never
     produce, and push gradient into tokens it never chooses.
     """
-    rows, last_hidden = _answer_logits(model, prompt, answers, hidden)
+    rows, last_hidden = _answer_logits(model, prompt, answers, hidden, head)
     result = []
     for row, a in zip(rows, answers):
         a = a.to(row.device)

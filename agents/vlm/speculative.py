@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from transformers import DynamicCache
 
 DRAFTS_FILE = "drafts.json"
 """In an adapter folder: answer texts to seed its agent's drafter (SFT writes its targets; RL stages carry
@@ -108,10 +109,7 @@ class PrefixCache:
         if _weights_version(model) != self._version:  # trained since: the head's cache is stale
             self._compute(model, enc["input_ids"].device)
         self.hits += 1
-        rest = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
-        rest["input_ids"] = enc["input_ids"][:, n:]
-        rest["attention_mask"] = enc["attention_mask"]  # the whole prompt's: the cached head is attended to
-        return copy.deepcopy(self._cache), rest
+        return copy.deepcopy(self._cache), _after(enc, n)
 
     def _learn(self, model: torch.nn.Module, ids: list[int], device: torch.device) -> None:
         if self._first is None:
@@ -134,6 +132,62 @@ class PrefixCache:
         head = torch.tensor([self.tokens], device=device)
         self._cache = model(input_ids=head, attention_mask=torch.ones_like(head), use_cache=True, logits_to_keep=1).cache
         self._version = _weights_version(model)
+
+
+def _after(enc: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """A prompt's inputs after its first n tokens, whose key/value cache is given separately."""
+    rest = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+    rest["input_ids"] = enc["input_ids"][:, n:]
+    rest["attention_mask"] = enc["attention_mask"]  # the whole prompt's: the cached head is attended to
+    return rest
+
+
+class SharedHead:
+    """The prompts' constant head run once per update *with* gradients, shared by the update's groups.
+
+    A trainer scores each group's answers with gradients flowing into the head's keys and values. Running the
+    head once per group repeats its forward and backward passes; here it runs once: each group reads detached
+    copies of its keys and values (leaves that collect that group's gradient), and `backward()` sends the sum
+    through the head once. The gradient is the same as with the head run per group (tested), the cost of the
+    head is paid once per update instead of once per group. Use one SharedHead per update (the weights change
+    after it), with the head's tokens from the sampling PrefixCache.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokens: Sequence[int] | None) -> None:
+        self.model, self.tokens = model, list(tokens or ())
+        self._head: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._leaves: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+
+    def split(self, enc: dict[str, torch.Tensor]) -> tuple[object | None, dict[str, torch.Tensor]]:
+        """(a cache of the head whose leaves collect gradients, the prompt's remaining inputs), or (None, enc)
+        when the prompt does not start with the head."""
+        n = len(self.tokens)
+        if not n or enc["input_ids"].shape[1] <= n or enc["input_ids"][0, :n].tolist() != self.tokens:
+            return None, enc
+        if self._head is None:
+            head = torch.tensor([self.tokens], device=enc["input_ids"].device)
+            cache = self.model(input_ids=head, attention_mask=torch.ones_like(head), use_cache=True,
+                               logits_to_keep=1).cache
+            self._head = [(layer.keys, layer.values) for layer in cache.layers]
+        leaves = [(k.detach().requires_grad_(k.requires_grad), v.detach().requires_grad_(v.requires_grad))
+                  for k, v in self._head]
+        self._leaves.append(leaves)
+        return DynamicCache(ddp_cache_data=leaves), _after(enc, n)
+
+    def backward(self) -> None:
+        """Send the groups' summed gradients of the head's keys and values through the head (once)."""
+        if self._head is None:
+            return
+        outputs, grads = [], []
+        for i, pair in enumerate(self._head):
+            for j, tensor in enumerate(pair):
+                collected = [leaves[i][j].grad for leaves in self._leaves if leaves[i][j].grad is not None]
+                if tensor.requires_grad and collected:
+                    outputs.append(tensor)
+                    grads.append(torch.stack(collected).sum(0))
+        if outputs:
+            torch.autograd.backward(outputs, grads)
+        self._head, self._leaves = None, []
 
 
 def _weights_version(model: torch.nn.Module) -> int:

@@ -221,3 +221,38 @@ def test_the_evaluation_rows_keep_what_a_rescore_needs_and_flag_a_lying_thought(
         again = score(r["category"], r["error"], r["default_error"], r["progress"], r["default_progress"],
                       "crash" if r["crashed"] else "")
         assert again.improvement == r["improvement"] and again.legacy_improvement == r["legacy_improvement"]
+
+
+def test_the_eval_table_gives_each_adaptability_its_bootstrap_interval_and_gains_are_paired():
+    from agents.evaluation.evaluate import gains_table
+    from agents.evaluation.intervals import mean_ci, paired_gain
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in CATEGORIES:
+        for seed in range(12):
+            base = float(rng.normal(0.2, 0.3))  # episodes differ a lot; the adapters' gap is steady
+            rows += [{**_row("sft", c, base, base), "seed": seed, "role": "adapter"},
+                     {**_row("grpo", c, base + 0.1, base), "seed": seed, "role": "adapter"},
+                     {**_row("expert", c, 0.5, 0.5), "seed": seed, "role": "expert"}]
+    header, table = summary_table("car", rows)
+    col = {h: i for i, h in enumerate(header)}
+    sft = next(r for r in table if r[0] == "sft")
+    low, high = (float(x) for x in sft[col["95 % CI"]].strip("[]").split(","))
+    assert low < float(sft[col["adaptability"]].rstrip(" %")) < high and high - low > 5  # wide: 48 noisy episodes
+    gain = paired_gain(rows, "grpo", "sft")
+    assert gain.mean == pytest.approx(0.1) and gain.high - gain.low < 1e-9 and gain.excludes_zero  # paired: no spread
+    header, table = gains_table("car", rows)
+    col = {h: i for i, h in enumerate(header)}
+    first = table[0]
+    assert first[:2] == ["grpo", "sft"] and first[col["CI excludes 0"]] == "yes"
+    assert [r[:2] for r in table] == [["grpo", "sft"], ["sft", "expert"], ["grpo", "expert"]]
+    # same values, same interval; a constant sample is its own interval; an empty or unpaired one is refused
+    assert mean_ci([0.1, 0.5, 0.2, 0.9]) == mean_ci([0.1, 0.5, 0.2, 0.9])
+    assert mean_ci([0.3] * 5).low == mean_ci([0.3] * 5).high == 0.3
+    with pytest.raises(ValueError, match="non-empty"):
+        mean_ci([])
+    with pytest.raises(ValueError, match="same episodes"):
+        paired_gain([r for r in rows if not (r["policy"] == "sft" and r["seed"] == 0)], "grpo", "sft")
+    with pytest.raises(ValueError, match="unequal episodes per category"):
+        summary_table("car", [r for r in rows if not (r["category"] == CATEGORIES[0] and r["seed"] == 0)])

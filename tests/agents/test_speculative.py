@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from agents.vlm.constrained import _distribution, _verify, action_grammar, constrained_generate, replay
+from agents.vlm.constrained import (
+    _distribution,
+    _verify,
+    action_grammar,
+    constrained_generate,
+    generate_groups,
+    replay,
+)
 from agents.vlm.speculative import Drafter, PrefixCache, read_drafts, save_drafts
 from tests.agents.test_constrained import QUICK, TASKS, check_answer, encode
 
@@ -56,6 +63,38 @@ def test_sampled_groups_with_drafts_are_answers_the_policy_can_make(model, tok, 
         for answer, forced in zip(decoded.answers, decoded.forced):
             check_answer(tok, task, answer, forced, budget)
             assert replay(grammar, answer.tolist(), budget)[2] == forced.tolist()
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=QUICK)
+@given(task=st.sampled_from(TASKS), seed=st.integers(0, 2**16), budget=st.integers(1, 40), n=st.integers(1, 3),
+       cached=st.booleans(), max_width=st.sampled_from([None, 1, 2, 3]))
+def test_groups_of_prompts_of_different_lengths_decode_as_each_alone(model, tok, task, seed, budget, n, cached,
+                                                                     max_width):
+    """generate_groups pads shorter prompts after their end: greedy answers are those of each prompt decoded
+    alone (a wrong position or an unmasked pad would change them), with or without a cached head and drafts,
+    and with forced tokens fed a few at a time (max_width)."""
+    encs = [encode(model, tok, task, instruction, number=k + 0.5, seed=seed + k)
+            for k, instruction in enumerate(INSTRUCTIONS[:4])]
+    assert len({enc["input_ids"].shape[1] for enc in encs}) > 1  # the padding is exercised
+    alone = [_plain(model, tok, enc, task, max_new_tokens=budget) for enc in encs]
+    extra = {"prefix": PrefixCache(model.config.image_token_id, min_tokens=4), "drafter": Drafter()} if cached else {}
+    for _ in range(2 if cached else 1):  # the second round: the head is cached and the drafter knows the answers
+        together = generate_groups(model, tok, encs, task, n=n, max_new_tokens=budget, max_width=max_width, **extra)
+        assert [[a.tolist() for a in d.answers] for d in together] == [[want] * n for want in alone]
+
+
+def test_sampled_groups_of_several_prompts_are_answers_each_prompt_can_make(model, tok):
+    grammar = action_grammar(tok, "car")
+    encs = [encode(model, tok, "car", instruction, number=k, seed=k) for k, instruction in enumerate(INSTRUCTIONS[:3])]
+    groups = generate_groups(model, tok, encs, "car", n=4, temperature=1.5, max_new_tokens=30,
+                             generator=torch.Generator().manual_seed(0))
+    assert [len(d.answers) for d in groups] == [4, 4, 4]
+    for decoded in groups:
+        for answer, forced in zip(decoded.answers, decoded.forced):
+            check_answer(tok, "car", answer, forced, 30)
+            assert replay(grammar, answer.tolist(), 30)[2] == forced.tolist()
+    with pytest.raises(ValueError, match="prompts of one row each"):
+        generate_groups(model, tok, [], "car")
 
 
 def test_a_draft_of_the_whole_answer_costs_one_pass(model, tok):
@@ -133,3 +172,42 @@ def test_drafts_files_round_trip_and_a_broken_one_is_named(tmp_path):
     (tmp_path / "drafts.json").write_text('{"a": 1}')
     with pytest.raises(ValueError, match="list of answer texts"):
         read_drafts(tmp_path)
+
+
+def test_a_shared_head_gives_the_gradient_of_running_the_head_per_group(model, tok):
+    """Two groups scored with gradients: the head run once (SharedHead) or in each group's prompt pass give
+    the same loss and the same gradient on every weight; a frozen model's PrefixCache gives the same log-probs."""
+    from agents.vlm.logprobs import score_constrained
+    from agents.vlm.speculative import SharedHead
+
+    grammar = action_grammar(tok, "car")
+    encs = [encode(model, tok, "car", instruction, number=k, seed=k) for k, instruction in enumerate(INSTRUCTIONS[:2])]
+    prefix = PrefixCache(model.config.image_token_id, min_tokens=4)
+    groups = [d.answers for d in generate_groups(model, tok, encs, "car", n=3, temperature=1.5, max_new_tokens=20,
+                                                 generator=torch.Generator().manual_seed(3), prefix=prefix)]
+    assert prefix.tokens
+
+    def gradients(head):
+        model.zero_grad()
+        losses = []
+        for enc, answers in zip(encs, groups):
+            logps = score_constrained(model, enc, list(answers), grammar, 20, head=head)[0]
+            loss = -torch.stack([lp.sum() * (k + 1) for k, lp in enumerate(logps)]).sum()
+            loss.backward()
+            losses.append(float(loss.detach()))
+        if head is not None:
+            assert len(head._leaves) == 2  # both groups read the shared head
+            head.backward()
+        return losses, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    plain_losses, plain = gradients(None)
+    shared_losses, shared = gradients(SharedHead(model, prefix.tokens))
+    assert shared_losses == pytest.approx(plain_losses, rel=1e-5)
+    assert plain.keys() == shared.keys() and len(plain) > 10
+    for name in plain:
+        assert torch.allclose(plain[name], shared[name], atol=1e-5, rtol=1e-4), name
+    with torch.no_grad():
+        cached = score_constrained(model, encs[1], list(groups[1]), grammar, 20, head=prefix)[0]
+        direct = score_constrained(model, encs[1], list(groups[1]), grammar, 20)[0]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(cached, direct))
+    model.zero_grad()

@@ -137,12 +137,12 @@ def test_group_sampling_with_a_shared_prompt_cache_matches_plain_decoding():
 
     model, tok, base_hash = build_vlm(seed=0)
     agent = VLMAgent(model, tok, "factory", base_hash, generation=GenerationConfig(max_new_tokens=10))
-    obs = factory_examples(1, seed=1)[0].observation
-    greedy = agent.generate(obs)
+    observations = [example.observation for example in factory_examples(2, seed=1)]
+    greedy = [agent.generate(obs) for obs in observations]
     torch.manual_seed(0)
     # a near-zero temperature samples the greedy answer, so both paths must agree token for token
-    answers = sample_answers(agent, agent.encode(obs), 3, temperature=1e-4, max_new_tokens=10)
-    assert [tok.decode(a, skip_special_tokens=True) for a in answers] == [greedy] * 3
+    groups = sample_answers(agent, [agent.encode(obs) for obs in observations], 3, temperature=1e-4, max_new_tokens=10)
+    assert [[tok.decode(a, skip_special_tokens=True) for a in group] for group in groups] == [[g] * 3 for g in greedy]
 
 
 def test_cot_and_action_logprob_split_matches_a_direct_computation():
