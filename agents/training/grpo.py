@@ -12,7 +12,8 @@ parameters) minus a Lagrangian cost for the constraint violations the shield sti
 the driving score's terms and the legacy score are logged beside it; advantages are
 rewards normalised within each group; loss = -A * log p(answer) + beta * KL(policy || reference),
 the reference being the starting policy (the SFT adapter, frozen; or the base model when
-starting from a fresh adapter).
+starting from a fresh adapter). A group whose answers all score the same has no advantage to
+follow and is not scored at all (logged as groups_without_signal; DAPO filters such groups too).
 
 Why a short trainer rather than TRL's GRPOTrainer: its reward functions score text, while
 ours must drive a twin with each answer and keep per-term logs, costs and a Lagrange
@@ -127,7 +128,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
             t0 = time.perf_counter()
             model.train()
             optimizer.zero_grad()
-            losses, rewards, terms_sum, driving_sum, costs, kls = [], [], {}, {}, [], []
+            losses, rewards, terms_sum, driving_sum, costs, kls, skipped = [], [], {}, {}, [], [], 0
             timing = {"sample": 0.0, "drive": 0.0, "update": 0.0}
             # All the step's groups are sampled in one batch; each episode is reset again (same seed, same
             # episode) when its group drives.
@@ -168,8 +169,16 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                     for k, v in driving.items():
                         driving_sum[k] = driving_sum.get(k, 0.0) + v
                 timing["drive"] += time.perf_counter() - t
+                rewards += group_r
+                costs += group_c
                 t = time.perf_counter()
                 r = torch.tensor(group_r)
+                if float(r.max() - r.min()) < 1e-9:
+                    # Every answer scored the same (after SFT, often one answer sampled 8 times): every advantage
+                    # is 0, so the group adds no policy gradient; its KL term (beta x a KL near 0 here) is the
+                    # only thing skipped, and the group's forward and backward passes with it.
+                    skipped += 1
+                    continue
                 adv = (r - r.mean()) / (r.std() + 1e-4)
                 with training_autocast(model, args.bf16):
                     logps = score_constrained(model, enc, answers, grammar, args.max_new_tokens, head=head)[0]
@@ -189,8 +198,6 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                 # Gradients accumulate group by group, so one group's graph is freed before the next.
                 (torch.stack(group_loss).mean() / args.prompts_per_step).backward()
                 losses.append(float(torch.stack(group_loss).mean().detach()))
-                rewards += group_r
-                costs += group_c
                 timing["update"] += time.perf_counter() - t
             t = time.perf_counter()
             head.backward()
@@ -201,7 +208,8 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
             step += 1
             n = args.prompts_per_step * args.group
             log.append({"step": step, "reward": float(np.mean(rewards)), "cost": float(np.mean(costs)),
-                        "kl": float(np.mean(kls)), "lambda": lagrange.value, "loss": float(np.mean(losses)),
+                        "kl": float(np.mean(kls)) if kls else 0.0, "lambda": lagrange.value,
+                        "loss": float(np.mean(losses)) if losses else 0.0, "groups_without_signal": skipped,
                         **{f"reward_{k}": v / n for k, v in terms_sum.items()},
                         **{f"driving_{k}": v / n for k, v in driving_sum.items()},
                         **{f"seconds_{k}": v for k, v in timing.items()}, "seconds": time.perf_counter() - t0})

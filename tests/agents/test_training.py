@@ -1,6 +1,7 @@
 """Training the VLM agent: SFT end to end in a tiny configuration, resume, adapters, log-probs."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,6 +199,22 @@ def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
     assert good == {"driving": 0.5, "format": 0.25, "extraction": 0.25, "names": 0.25}
     bad = reward_terms('no idea {"warp": 1, "v_max": 2}', -1.0)
     assert bad["format"] == 0 and bad["names"] == 0.125 and bad["extraction"] == 0.25
+
+
+def test_a_grpo_group_whose_answers_all_score_the_same_is_not_scored_and_moves_nothing(trained, tmp_path):
+    """Near-greedy sampling gives one answer twice: equal rewards, zero advantages, so the group is skipped
+    (logged) and the step leaves the weights as they were."""
+    from safetensors.torch import load_file
+
+    from agents.training.grpo import GRPOArgs, train_grpo
+
+    args = GRPOArgs(adapter=str(trained[1]), steps=1, prompts_per_step=1, group=2, max_new_tokens=8, temperature=0.05,
+                    duration_s=0.5, out=tmp_path)
+    adapter = train_grpo(args)
+    log = json.loads((tmp_path / "curve.json").read_text())
+    assert log[0]["groups_without_signal"] == 1 and log[0]["loss"] == 0.0
+    before, after = (load_file(Path(d) / "adapter_model.safetensors") for d in (trained[1], adapter))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_wall_time_budget_stops_a_run_with_its_adapter_saved(trained, tmp_path):
