@@ -2,16 +2,18 @@
 
     python -m agents.training.ppo --adapter runs/sft-factory/adapter --iterations 20
 
-Rollout: for each part the agent sees the frame, writes a chain of thought and a JSON
-decision; the decision is executed in the twin (an unparsable answer executes the safe
+Rollout: `num_envs` inspection lines run side by side (vectorised, as CleanRL's envs); for each
+line's next part the agent sees the frame, writes a chain of thought and a JSON decision (all
+lines' decisions sampled in one batch); the decision is executed in the twin (an unparsable answer executes the safe
 default, hold, and is penalised); a faithfulness term rewards a thought that agrees with the
 decision (agents.tasks.factory.faithfulness: the claims reader of safety.audit has nothing to
 check on a part decision). The buffer keeps every step's own prompt and image
 (RL4VLM re-scores with the first prompt, one of its bugs), the answer tokens, and which
 answer tokens are the action, found by text offsets. A decision's log-probability is
 lambda * log p(CoT) + log p(action); the value head reads the hidden state of the last
-prompt token. Advantages by GAE on the Lagrangian reward (reward - lambda_c * cost); then
-`epochs` passes of the clipped PPO objective.
+prompt token. Advantages by GAE on the Lagrangian reward (reward - lambda_c * cost), each line's
+decisions as their own sequence; then `epochs` passes of the clipped PPO objective, each
+minibatch scored in one forward pass.
 """
 
 from __future__ import annotations
@@ -36,17 +38,11 @@ from agents.training.run import (
     trainable_parameters,
 )
 from agents.vlm.constrained import ActionGrammar, action_grammar
-from agents.vlm.logprobs import (
-    action_mask,
-    decision_logprob,
-    score_answers,
-    score_constrained,
-    token_char_spans,
-)
+from agents.vlm.logprobs import action_mask, decision_logprob, score_decisions, token_char_spans
 from agents.vlm.model import training_autocast
 from agents.vlm.parsing import Parsed, parse_factory
 from safety.lagrangian import Lagrange, LagrangeConfig
-from twin.core.config import bounded, parse_config
+from twin.core.config import ConfigError, bounded, parse_config
 from twin.core.progress import Progress, progress_stage
 from twin.factory.twin import DECISIONS
 
@@ -61,7 +57,10 @@ class PPOArgs(RLRunArgs):
     iterations: int = bounded(20, 1, 1_000_000)
     """Rollout-and-update iterations to run (a resumed run counts the ones already done)."""
     rollout_steps: int = bounded(16, 1, 100_000)
-    """Decisions collected per iteration."""
+    """Decisions collected per iteration, over all inspection lines (a multiple of num_envs)."""
+    num_envs: int = bounded(4, 1, 1024)
+    """Inspection lines run side by side (as vectorised envs): their decisions are sampled in one batch and
+    scored in one pass; each line's decisions form its own sequence for GAE."""
     epochs: int = bounded(4, 1, 100)
     """PPO passes over each rollout (RL4VLM: 4)."""
     minibatch: int = bounded(4, 1, 4096)
@@ -89,6 +88,12 @@ class PPOArgs(RLRunArgs):
     out: Path = Path("runs/ppo-factory")
     """Run folder: checkpoint/, adapter/, curve.json (and audit.log with --audit)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rollout_steps % self.num_envs:
+            raise ConfigError(f"PPOArgs.rollout_steps = {self.rollout_steps} must be a multiple of num_envs = "
+                              f"{self.num_envs} (each line decides the same number of parts per iteration)")
+
 
 class ValueHead(torch.nn.Module):
     """MLP on the hidden state of the last prompt token (RL4VLM)."""
@@ -115,17 +120,16 @@ class Step:
     done: bool
 
 
-def score(model, value_head: ValueHead, enc: dict[str, torch.Tensor], answer: torch.Tensor,
-          is_action: torch.Tensor, cot_lambda: float, grammar: ActionGrammar | None = None,
-          max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(decision log-prob, value): the value head reads the last prompt token's hidden state. With a
-    grammar, log p is that of the constrained policy that sampled the answer with max_new_tokens (as
-    train_ppo samples; agents.vlm.logprobs.score_constrained), else the model's plain softmax."""
-    if grammar is None:
-        (logps,), hidden = score_answers(model, enc, [answer], hidden=True)
-    else:
-        (logps,), hidden = score_constrained(model, enc, [answer], grammar, max_new_tokens, hidden=True)
-    return decision_logprob(logps, is_action, cot_lambda), value_head(hidden)
+def score(model: torch.nn.Module, value_head: ValueHead, encs: list[dict[str, torch.Tensor]],
+          answers: list[torch.Tensor], is_actions: list[torch.Tensor], cot_lambda: float,
+          grammar: ActionGrammar | None = None, max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(decision log-probs, values) of a batch of decisions, each after its own prompt, in one pass
+    (agents.vlm.logprobs.score_decisions); the value head reads each last prompt token's hidden state. With
+    a grammar, log p is that of the constrained policy that sampled the answer with max_new_tokens (as
+    train_ppo samples), else the model's plain softmax. An empty answer gives the prompt's value alone."""
+    logps, hidden = score_decisions(model, encs, answers, grammar, max_new_tokens)
+    return (torch.stack([decision_logprob(lp, m, cot_lambda) for lp, m in zip(logps, is_actions)]),
+            value_head(hidden))
 
 
 def gae(steps: list[Step], last_value: float, gamma: float, lam: float, penalty: float) -> tuple[np.ndarray, np.ndarray]:
@@ -163,49 +167,56 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         lagrange.load_state_dict(state["lagrange"])
         iteration, log = state["iteration"], state["log"]
-    env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=args.parts_per_episode))
+    envs = [FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=args.parts_per_episode))
+            for _ in range(args.num_envs)]
     audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, iteration])
-    _, info = env.reset(seed=int(rng.integers(2**31)))
+    infos = [env.reset(seed=int(rng.integers(2**31)))[1] for env in envs]
 
     with progress_stage(progress, "PPO factory", args.iterations, iteration) as bar:
         started = time.perf_counter()
         while iteration < args.iterations and not out_of_time(started, args.max_minutes):
             t0 = time.perf_counter()
             model.eval()
-            steps: list[Step] = []
+            rollouts: list[list[Step]] = [[] for _ in envs]  # one sequence of decisions per inspection line
             correct = parsed_ok = 0
             terms_sum: dict[str, float] = {}
-            while len(steps) < args.rollout_steps:
-                obs = info["observation"]
-                enc = agent.encode(obs)
-                answer = sample_answers(agent, [enc], 1, args.temperature, args.max_new_tokens)[0][0]
-                raw = tokenizer.decode(answer, skip_special_tokens=True)
-                parsed = parse_factory(raw)
-                is_action = action_mask(token_char_spans(tokenizer, answer.tolist()), parsed.action_span)
+            for _ in range(args.rollout_steps // args.num_envs):
+                # Every line's next decision is sampled in one batch, and scored in one pass.
+                observations = [info["observation"] for info in infos]
+                encs = [agent.encode(obs) for obs in observations]
+                answers = [group[0] for group in sample_answers(agent, encs, 1, args.temperature, args.max_new_tokens)]
+                raws = [tokenizer.decode(answer, skip_special_tokens=True) for answer in answers]
+                parsed = [parse_factory(raw) for raw in raws]
+                is_actions = [action_mask(token_char_spans(tokenizer, a.tolist()), p.action_span)
+                              for a, p in zip(answers, parsed)]
                 with torch.no_grad(), training_autocast(model, args.bf16):  # as in the update: ratios start at 1
-                    logp, value = score(model, value_head, enc, answer, is_action, args.cot_lambda, grammar,
-                                        args.max_new_tokens)
-                _, _, term, trunc, info = env.step(DECISIONS.index(parsed.action["decision"]))
-                terms = {**info["reward_terms"], "parse": PARSE_PENALTY if parsed.failed else 0.0,
-                         "faithfulness": faithfulness_term(parsed, args.faithfulness_weight)}
-                reward = sum(terms.values())
-                for k, v in terms.items():
-                    terms_sum[k] = terms_sum.get(k, 0.0) + v
-                log_sample(audit, obs, raw, parsed, agent.policy_id, terms, float(info["cost"]),
-                           {"stage": "ppo", "iteration": iteration + 1, "defect": obs.privileged["defect"]})
-                correct += info["reward_terms"]["correct"] > 0
-                parsed_ok += not parsed.failed
-                steps.append(Step(enc, answer, is_action, float(logp), float(value), float(reward),
-                                  float(info["cost"]), term or trunc))
-                if term or trunc:
-                    _, info = env.reset(seed=int(rng.integers(2**31)))
-            with torch.no_grad():
-                last = info["observation"]
-                last_enc = agent.encode(last)
-                h = model(**last_enc, output_hidden_states=True).hidden_states[-1][0, -1]
-                last_value = float(value_head(h))
-            adv, returns = gae(steps, last_value, args.gamma, args.gae_lambda, lagrange.value)
+                    logps, values = score(model, value_head, encs, answers, is_actions, args.cot_lambda, grammar,
+                                          args.max_new_tokens)
+                for k, env in enumerate(envs):
+                    _, _, term, trunc, infos[k] = env.step(DECISIONS.index(parsed[k].action["decision"]))
+                    info = infos[k]
+                    terms = {**info["reward_terms"], "parse": PARSE_PENALTY if parsed[k].failed else 0.0,
+                             "faithfulness": faithfulness_term(parsed[k], args.faithfulness_weight)}
+                    for name, v in terms.items():
+                        terms_sum[name] = terms_sum.get(name, 0.0) + v
+                    log_sample(audit, observations[k], raws[k], parsed[k], agent.policy_id, terms, float(info["cost"]),
+                               {"stage": "ppo", "iteration": iteration + 1, "line": k,
+                                "defect": observations[k].privileged["defect"]})
+                    correct += info["reward_terms"]["correct"] > 0
+                    parsed_ok += not parsed[k].failed
+                    rollouts[k].append(Step(encs[k], answers[k], is_actions[k], float(logps[k]), float(values[k]),
+                                            float(sum(terms.values())), float(info["cost"]), term or trunc))
+                    if term or trunc:
+                        infos[k] = env.reset(seed=int(rng.integers(2**31)))[1]
+            with torch.no_grad():  # each line's next observation bootstraps its return
+                last = [agent.encode(info["observation"]) for info in infos]
+                _, last_values = score(model, value_head, last, [torch.zeros(0, dtype=torch.long)] * len(last),
+                                       [torch.zeros(0)] * len(last), args.cot_lambda)
+            parts = [gae(r, float(v), args.gamma, args.gae_lambda, lagrange.value) for r, v in zip(rollouts, last_values)]
+            steps = [s for r in rollouts for s in r]
+            adv = np.concatenate([a for a, _ in parts])
+            returns = np.concatenate([r for _, r in parts])
             adv_t = torch.tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=torch.float32, device=model.device)
             ret_t = torch.tensor(returns, dtype=torch.float32, device=model.device)
 
@@ -214,16 +225,15 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
             for _ in range(args.epochs):
                 order = rng.permutation(len(steps))
                 for mb in np.array_split(order, max(1, len(steps) // args.minibatch)):
-                    loss = torch.zeros((), device=model.device)
-                    for i in mb:
-                        s = steps[i]
-                        with training_autocast(model, args.bf16):
-                            logp, value = score(model, value_head, s.enc, s.answer, s.is_action, args.cot_lambda,
-                                                grammar, args.max_new_tokens)
-                        ratio = torch.exp(logp - s.logp)
-                        surrogate = torch.min(ratio * adv_t[i], torch.clamp(ratio, 1 - args.clip, 1 + args.clip) * adv_t[i])
-                        loss = loss + (-surrogate + args.value_coef * (value - ret_t[i]) ** 2) / len(mb)
-                        clipfracs.append(float((ratio - 1).abs() > args.clip))
+                    batch = [steps[i] for i in mb]
+                    with training_autocast(model, args.bf16):
+                        logp, value = score(model, value_head, [b.enc for b in batch], [b.answer for b in batch],
+                                            [b.is_action for b in batch], args.cot_lambda, grammar, args.max_new_tokens)
+                    ratio = torch.exp(logp - torch.tensor([b.logp for b in batch], device=logp.device))
+                    a, ret = adv_t[mb], ret_t[mb]
+                    surrogate = torch.min(ratio * a, torch.clamp(ratio, 1 - args.clip, 1 + args.clip) * a)
+                    loss = (-surrogate + args.value_coef * (value - ret) ** 2).mean()
+                    clipfracs += ((ratio - 1).abs() > args.clip).float().tolist()
                     optimizer.zero_grad()
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
@@ -243,7 +253,8 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
                 save_checkpoint(run, {"iteration": iteration}, {"value_head": value_head.state_dict(),
                                                                 "optimizer": optimizer.state_dict(),
                                                                 "lagrange": lagrange.state_dict(), "log": log})
-    env.close()
+    for env in envs:
+        env.close()
     if audit is not None:
         audit.close()
     return finish_run(run, {"iteration": iteration}, log)

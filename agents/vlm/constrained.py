@@ -433,7 +433,7 @@ def generate_groups(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
         width = max(map(len, seqs))
         # Without drafts only each row's last position is sampled from (rows are left-padded): the output
         # layer (49k words, a fifth of a pass's arithmetic) runs on that one position alone.
-        keep = width if any(checks for _, _, checks, *_ in plans) else 1
+        logit_positions = width if any(checks for _, _, checks, *_ in plans) else 1
         if width:
             pads = [width - len(seq) for seq in seqs]
             ids = torch.tensor([[0] * p + seq for p, seq in zip(pads, seqs)], device=device)
@@ -442,7 +442,7 @@ def generate_groups(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
                                       for p, i in zip(pads, live)], device=device)
             attention = torch.cat([attention, new], 1)
             out = model(input_ids=ids, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True,
-                        logits_to_keep=keep)
+                        logits_to_keep=logit_positions)
             cache, passes = out.cache, passes + 1
         t = time.perf_counter()
         for r, (i, seq, (pending, _extra, checks, end, end_allowed)) in enumerate(zip(live, seqs, plans)):
@@ -454,7 +454,7 @@ def generate_groups(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
             # drafts only that one is computed)
             if not seq:
                 dists = [row.logits]
-            elif keep == 1:
+            elif logit_positions == 1:
                 dists = [out.logits[r, -1].float()]
             else:
                 dists = [row.logits, *out.logits[r, width - len(seq):].float()]

@@ -94,19 +94,57 @@ def score_constrained(model: torch.nn.Module, prompt: dict[str, torch.Tensor], a
     produce, and push gradient into tokens it never chooses.
     """
     rows, last_hidden = _answer_logits(model, prompt, answers, hidden, head)
+    return [_constrained_logps(row, a, grammar, max_new_tokens) for row, a in zip(rows, answers)], last_hidden
+
+
+def _constrained_logps(row: torch.Tensor, answer: torch.Tensor, grammar: ActionGrammar,
+                       max_new_tokens: int) -> torch.Tensor:
+    """Per-token log p of one answer from the logits that predict its tokens (score_constrained says why)."""
+    a = answer.to(row.device)
+    positions, allowed, _ = replay(grammar, a.tolist(), max_new_tokens)
+    logps = torch.zeros(len(a), device=row.device)
+    if positions:
+        at = torch.tensor(positions, device=row.device)
+        mask = torch.zeros((len(positions), row.shape[-1]), dtype=torch.bool, device=row.device)
+        mask[:, : allowed.shape[1]] = torch.from_numpy(allowed).to(row.device)
+        sampled = torch.log_softmax(row[at].float().masked_fill(~mask, float("-inf")), -1)
+        logps = logps.index_put((at,), sampled.gather(1, a[at].view(-1, 1)).squeeze(1))
+    return logps
+
+
+def score_decisions(model: torch.nn.Module, prompts: list[dict[str, torch.Tensor]], answers: list[torch.Tensor],
+                    grammar: ActionGrammar | None = None,
+                    max_new_tokens: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per-token log p of each answer after its own prompt (one answer per prompt: a PPO minibatch, a
+    rollout), in one forward pass over the batch, and the last layer's hidden state at each prompt's last
+    token, (len(prompts), hidden) (what a value head reads). With a grammar, log p is the constrained
+    policy's (score_constrained), else the model's softmax.
+
+    Each row is its prompt then its answer, padded on the right and masked there, so every real token keeps
+    its position; one pass over 4 decisions uses the cores better than four passes over one."""
+    if len(prompts) != len(answers) or not prompts:
+        raise ValueError(f"score_decisions: one answer per prompt (got {len(prompts)} prompts, {len(answers)} answers)")
+    device = prompts[0]["input_ids"].device
+    lengths = [enc["input_ids"].shape[1] for enc in prompts]
+    width = max(p + len(a) for p, a in zip(lengths, answers))
+    ids = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, (enc, a, p) in enumerate(zip(prompts, answers, lengths)):
+        ids[i, :p], ids[i, p:p + len(a)] = enc["input_ids"][0], a.to(device)
+        mask[i, :p], mask[i, p:p + len(a)] = enc["attention_mask"][0], 1
+    extra = {k: torch.cat([enc[k] for enc in prompts]) for k in prompts[0] if k not in ("input_ids", "attention_mask")}
+    keep = width - min(lengths) + 1  # logits from the first answer's first prediction on
+    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=keep, **extra)
+    offset = width - keep
+    hidden = torch.stack([out.hidden_states[-1][i, p - 1] for i, p in enumerate(lengths)])
     result = []
-    for row, a in zip(rows, answers):
-        a = a.to(row.device)
-        positions, allowed, _ = replay(grammar, a.tolist(), max_new_tokens)
-        logps = torch.zeros(len(a), device=row.device)
-        if positions:
-            at = torch.tensor(positions, device=row.device)
-            mask = torch.zeros((len(positions), row.shape[-1]), dtype=torch.bool, device=row.device)
-            mask[:, : allowed.shape[1]] = torch.from_numpy(allowed).to(row.device)
-            sampled = torch.log_softmax(row[at].float().masked_fill(~mask, float("-inf")), -1)
-            logps = logps.index_put((at,), sampled.gather(1, a[at].view(-1, 1)).squeeze(1))
-        result.append(logps)
-    return result, last_hidden
+    for i, (a, p) in enumerate(zip(answers, lengths)):
+        row = out.logits[i, p - 1 - offset:p - 1 - offset + len(a)]
+        if grammar is not None:
+            result.append(_constrained_logps(row, a, grammar, max_new_tokens))
+        else:
+            result.append(torch.log_softmax(row.float(), -1).gather(1, a.to(device).view(-1, 1)).squeeze(1))
+    return result, hidden
 
 
 def group_logprobs(model: torch.nn.Module, prompt: dict[str, torch.Tensor],

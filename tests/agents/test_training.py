@@ -255,14 +255,46 @@ def test_ppo_iteration_end_to_end_and_resume(factory_sft, trained, tmp_path):
 
     with pytest.raises(ConfigError, match="trained for the 'car' task"):
         train_ppo(PPOArgs(adapter=str(trained[1]), iterations=1, out=tmp_path / "wrong"))
-    args = PPOArgs(adapter=str(factory_sft), iterations=1, rollout_steps=2, epochs=1, minibatch=2,
-                   max_new_tokens=8, parts_per_episode=2, out=tmp_path, checkpoint_every=1)
+    with pytest.raises(ConfigError, match="multiple of num_envs"):
+        PPOArgs(rollout_steps=6, num_envs=4)
+    args = PPOArgs(adapter=str(factory_sft), iterations=1, rollout_steps=4, num_envs=2, epochs=1, minibatch=2,
+                   max_new_tokens=8, parts_per_episode=2, out=tmp_path, checkpoint_every=1, audit=True)
     train_ppo(args)
     log = json.loads((tmp_path / "curve.json").read_text())
     assert len(log) == 1 and {"reward", "accuracy", "parsed", "clipfrac", "lambda"} <= set(log[0])
     train_ppo(PPOArgs(**{**args.__dict__, "iterations": 2, "resume": True}))
     log2 = json.loads((tmp_path / "curve.json").read_text())
     assert [e["iteration"] for e in log2] == [1, 2] and log2[0] == log[0]
+    from safety.audit.search import Query, search
+    lines = [entry["body"]["context"]["line"] for entry in search(tmp_path / "audit.log", Query())]
+    assert sorted(lines) == [0, 0, 0, 0, 1, 1, 1, 1]  # 2 iterations x 2 lines x 2 decisions each
+
+
+def test_a_batch_of_decisions_scores_as_each_alone():
+    """score_decisions pads each prompt + answer on the right: every decision's log-probs (plain and under the
+    grammar) and its last prompt hidden state equal those of the decision scored alone."""
+    from agents.vlm.constrained import action_grammar, constrained_generate
+    from agents.vlm.logprobs import score_constrained, score_decisions
+
+    model, tok, base_hash = build_vlm(seed=0)
+    agent = VLMAgent(model, tok, "factory", base_hash)
+    encs = [agent.encode(ex.observation) for ex in factory_examples(3, seed=4)]
+    answers = [constrained_generate(model, tok, enc, "factory", temperature=2.0, max_new_tokens=6 + 3 * k,
+                                    generator=torch.Generator().manual_seed(k)).answers[0] for k, enc in enumerate(encs)]
+    assert len({len(a) for a in answers}) > 1  # padding is exercised
+    grammar = action_grammar(tok, "factory")
+    with torch.no_grad():
+        plain, hidden = score_decisions(model, encs, answers)
+        constrained, _ = score_decisions(model, encs, answers, grammar, 12)
+        for k, (enc, a) in enumerate(zip(encs, answers)):
+            alone = answer_logprobs(model, enc, a)
+            assert torch.allclose(plain[k], alone, atol=1e-4)
+            h = model(**enc, output_hidden_states=True).hidden_states[-1][0, -1]
+            assert torch.allclose(hidden[k], h, atol=1e-4)
+            # budgets differ per answer here, so compare under the budget each was sampled with
+            mine = score_decisions(model, [enc], [a], grammar, 6 + 3 * k)[0][0]
+            assert torch.allclose(mine, score_constrained(model, enc, [a], grammar, 6 + 3 * k)[0][0], atol=1e-4)
+    assert all(len(c) == len(a) for c, a in zip(constrained, answers))
 
 
 def test_value_head_reads_the_last_prompt_token_and_gae_matches_by_hand():
@@ -275,9 +307,9 @@ def test_value_head_reads_the_last_prompt_token_and_gae_matches_by_hand():
     answer = torch.tensor(tok(ex.target, add_special_tokens=False)["input_ids"])
     head = ValueHead(model.config.text_config.hidden_size)
     with torch.no_grad():
-        _, value = score(model, head, enc, answer, torch.zeros(len(answer)), 0.5)
+        _, value = score(model, head, [enc], [answer], [torch.zeros(len(answer))], 0.5)
         h_prompt = model(**enc, output_hidden_states=True).hidden_states[-1][0, -1]
-    assert float(value) == pytest.approx(float(head(h_prompt)), abs=1e-4)  # causal: the answer cannot leak in
+    assert float(value[0]) == pytest.approx(float(head(h_prompt)), abs=1e-4)  # causal: the answer cannot leak in
     steps = [Step({}, answer, answer, 0.0, v, r, c, d) for v, r, c, d in
              ((0.5, 1.0, 0.0, False), (0.2, 0.0, 1.0, False), (0.1, 2.0, 0.0, True))]
     adv, ret = gae(steps, last_value=9.0, gamma=0.9, lam=0.95, penalty=0.5)
