@@ -49,10 +49,6 @@ class Interval:
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
-    def percent(self) -> str:
-        """'12.3 % [4.5, 20.1]' for scores that are fractions."""
-        return f"{100 * self.mean:.1f} % [{100 * self.low:.1f}, {100 * self.high:.1f}]"
-
 
 def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
             seed: int = 0) -> Interval:
