@@ -39,6 +39,7 @@ from agents.training.run import (
     RLRunArgs,
     finish_run,
     out_of_time,
+    resume_optimizer,
     sample_answers,
     save_checkpoint,
     start_run,
@@ -111,7 +112,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
     step, log = 0, []
     state = run.trainer_state()
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        resume_optimizer(optimizer, state, args.lr)
         lagrange.load_state_dict(state["lagrange"])
         step, log = state["step"], state["log"]
     reference = None

@@ -32,6 +32,7 @@ from agents.training.run import (
     RLRunArgs,
     finish_run,
     out_of_time,
+    resume_optimizer,
     sample_answers,
     save_checkpoint,
     start_run,
@@ -164,7 +165,7 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
     state = run.trainer_state()
     if state is not None:
         value_head.load_state_dict(state["value_head"])
-        optimizer.load_state_dict(state["optimizer"])
+        resume_optimizer(optimizer, state, args.lr)
         lagrange.load_state_dict(state["lagrange"])
         iteration, log = state["iteration"], state["log"]
     envs = [FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=args.parts_per_episode))

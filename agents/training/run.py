@@ -171,6 +171,15 @@ def trainable_parameters(model: torch.nn.Module, train_vision: bool = True) -> l
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def resume_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], lr: float) -> None:
+    """Load a checkpoint's optimizer state (its Adam moments) but keep the learning rate this run was
+    given: torch's load_state_dict brings back the saved one, which would silently ignore a changed --lr
+    on --resume. The manifest's recipe records each resumed command with its arguments."""
+    optimizer.load_state_dict(state["optimizer"])
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def out_of_time(started: float, max_minutes: float) -> bool:
     """Whether a run with a wall-time budget (0: none) has used it up."""
     return max_minutes > 0 and time.perf_counter() - started >= 60.0 * max_minutes

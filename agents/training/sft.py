@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.training.run import finish_run, save_checkpoint, start_run
+from agents.training.run import finish_run, resume_optimizer, save_checkpoint, start_run
 from agents.training.sft_data import Example, car_examples, factory_examples
 from agents.vlm.lora import LoraSettings
 from agents.vlm.model import VLMAgent, training_autocast
@@ -105,7 +105,7 @@ def train_sft(args: SFTArgs, progress: Progress | None = None) -> Path:
     step, curve = 0, []
     state = run.trainer_state()
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        resume_optimizer(optimizer, state, args.lr)
         step, curve = state["step"], state["curve"]
         torch.set_rng_state(state["torch_rng"])
     data = make_examples(args)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from agents.training.run import resume_optimizer
 from agents.training.sft import SFTArgs, train_sft
 from agents.training.sft_data import car_examples, factory_examples
 from agents.vlm.logprobs import action_mask, answer_logprobs, decision_logprob, token_char_spans
@@ -80,6 +81,19 @@ def test_sft_runs_and_saves_a_manifested_adapter(trained):
     assert manifest["step"] == 2 and len(manifest["adapter_hash"]) == 16
     curve = json.loads((args.out / "curve.json").read_text())
     assert [c["step"] for c in curve] == [1, 2] and all(c["loss"] > 0 for c in curve)
+
+
+def test_resume_keeps_adams_moments_and_takes_the_new_learning_rate():
+    """A run resumed with another --lr uses it (torch's load_state_dict alone would bring back the old one)."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    before = torch.optim.AdamW([weight], lr=2e-5)
+    weight.sum().backward()
+    before.step()
+    state = {"optimizer": before.state_dict()}
+    after = torch.optim.AdamW([weight], lr=5e-5)
+    resume_optimizer(after, state, 5e-5)
+    assert after.param_groups[0]["lr"] == 5e-5
+    assert torch.equal(after.state[weight]["exp_avg"], before.state[weight]["exp_avg"])
 
 
 def test_resume_continues_from_the_checkpoint(trained):
