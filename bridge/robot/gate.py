@@ -56,9 +56,12 @@ class DecisionGate(Generic[Sent]):
         self._events_logged = 0
 
     def remember(self, seq: int, what: Sent) -> None:
+        # The last KEEP_SENT observations, counted as observations: sequence numbers also count every
+        # heartbeat and command message, so a window of sequence numbers forgot an observation within about
+        # half a second and refused every decision of a slower policy (a language model).
         self.sent[seq] = what
-        for old in [k for k in self.sent if k < seq - KEEP_SENT]:
-            del self.sent[old]
+        while len(self.sent) > KEEP_SENT:
+            del self.sent[next(iter(self.sent))]  # the oldest: insertion order is sequence order
 
     def check(self, message: DecisionMsg) -> str | None:
         """Why `message` must not be applied, or None when it is fresh."""

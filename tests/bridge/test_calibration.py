@@ -15,7 +15,6 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.policies.car_expert import expert_params
 from bridge.calibration import (
     DEFAULT_PARAMS,
     CalibrationError,
@@ -25,6 +24,7 @@ from bridge.calibration import (
     emulator_truth,
     read_log,
 )
+from bridge.calibration.excite import CALIBRATION_SPEEDS, SpeedSteps
 from bridge.calibration.log import COMMAND_FIELDS, cut_segments
 from bridge.calibration.replay import Replay
 from bridge.protocol import CommandMsg, Hello, Message, RobotDescription
@@ -35,26 +35,11 @@ from bridge.server import PolicyServer, ServerConfig
 from shakedown.calibrate import CalibrateConfig, run_calibration
 from twin.car.twin import CarParams, CarTwin, CarTwinConfig
 from twin.core.config import get_path, path_bounds
-from twin.core.contracts import Decision, Observation
 
 GAP = RealityGap(motor_gain=0.8, mu_scale=0.85, extra_delay_s=0.04)
 """The declared reality gap; mass stays nominal (this log cannot tell mass from friction, see below)."""
 DECLARED = ("vehicle.mu", "actuation.motor_gain", "actuation.delay_s")
 """Parameters the gap moves: calibration must identify these."""
-
-
-class SpeedSteps:
-    """A new target speed with every decision: the speed loop, the delay and the corners all get exercised."""
-
-    policy_id = "speed-steps"
-
-    def __init__(self, speeds: tuple[float, ...]) -> None:
-        self.speeds, self.n = speeds, 0
-
-    def decide(self, observation: Observation) -> Decision:
-        v = self.speeds[self.n % len(self.speeds)]
-        self.n += 1
-        return Decision(action=expert_params("velocity", v, 1.0, 0.31).as_dict(), policy_id=self.policy_id)
 
 
 def _session(out: Path, speeds: tuple[float, ...], duration_s: float, gap: RealityGap) -> Path:
@@ -75,7 +60,7 @@ def sessions(tmp_path_factory):
     speeds, and a car told to stand still (its speed band is +-0.02 m/s)."""
     root = tmp_path_factory.mktemp("calibration")
     with ThreadPoolExecutor(2) as pool:
-        driving = pool.submit(_session, root / "driving", (3.0, 1.5, 3.5, 2.0, 0.8), 14.0, GAP)
+        driving = pool.submit(_session, root / "driving", CALIBRATION_SPEEDS, 14.0, GAP)
         standing = pool.submit(_session, root / "standing", (0.0,), 3.0, GAP)
         return {"driving": driving.result(), "standing": standing.result()}
 

@@ -249,6 +249,39 @@ def test_a_decision_past_its_deadline_is_refused(tmp_path):
     assert report.applied == 0 and report.refused.get("stale", 0) >= 2
 
 
+class Slow:
+    """A policy that thinks as long as a language model on two CPU cores (a few seconds a decision)."""
+
+    policy_id = "slow"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def decide(self, observation):
+        time.sleep(self.seconds)
+        return Decision(PARAMS.as_dict(), self.policy_id)
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+def test_a_slow_policy_still_drives_the_robot(tmp_path, realtime):
+    """Its answer comes while the robot has sent dozens of heartbeats and command messages (and, unpaced,
+    thousands of control periods) since the observation it answers: the robot still knows that observation."""
+    server = _served(Slow(1.5), heartbeat_s=0.05)
+    client = BridgeClient(RobotDescription("car", "test-robot", 20.0, "oval"),
+                          ClientConfig(endpoint=server.endpoint, heartbeat_s=0.05))
+    robot = TwinCar(twin_config(EmulatorConfig(track="oval")), seed=0)
+    try:
+        runtime = CarRuntime(robot, client, parse_instruction("Drive at 2 m/s."),
+                             RuntimeConfig(duration_s=3.0, decide_every_s=0.5, max_wait_s=10.0, realtime=realtime))
+        report = runtime.run()
+    finally:
+        client.close()
+        server.stop()
+        robot.close()
+    assert report.reason == "done" and report.applied >= 1, report.refused
+    assert "unknown observation" not in report.refused
+
+
 def test_both_sides_record_every_message_to_mcap(tmp_path):
     from bridge.recording import Recorder
 
