@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import collections
 import html
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -21,6 +23,12 @@ from safety.audit.log import iter_entries
 from safety.audit.search import intervened, total_cost
 from safety.audit.verify import verify
 from shakedown.report import HtmlReport, plt
+
+
+def car_flags(body: Mapping[str, Any]) -> list[str]:
+    """A car decision's flags (safety.audit.flags) judged against the default MPC parameters: the reference
+    the report, `shakedown audit index` and the demo all use, so they count the same flags."""
+    return decision_flags(body, DEFAULT.as_dict())
 
 
 def _frame_html(frames_dir: Path, digest: str | None) -> str:
@@ -66,7 +74,7 @@ def write_audit_report(log_path: Path, public: Ed25519PublicKey, out: Path, max_
     flagged = 0
     for e in decisions[:max_decisions]:
         b = e["body"]
-        flags = decision_flags(b, DEFAULT.as_dict())
+        flags = car_flags(b)
         flagged += bool(flags)
         action = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
                            for k, v in (b.get("action") or {}).items())

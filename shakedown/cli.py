@@ -13,7 +13,7 @@ from twin.core.config import ConfigError, parse_config
 def _demo(args: argparse.Namespace, rest: list[str]) -> int:
     """Each world's demo config defines its own flags (docstrings and defaults shown by --help)."""
     if args.world == "factory":
-        from shakedown.demo_factory import FactoryDemoConfig, run_factory_demo
+        from shakedown.demo import FactoryDemoConfig, run_factory_demo
 
         run_factory_demo(parse_config(FactoryDemoConfig, rest, prog="shakedown demo --world factory"))
         return 0
@@ -102,21 +102,13 @@ def _audit_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _contradiction_flagger():
-    """A decision's flags (safety.audit.flags) against the car's default parameters, the reference the report uses."""
-    from agents.control.mpc_params import DEFAULT
-    from safety.audit.flags import decision_flags
-
-    reference = DEFAULT.as_dict()
-    return lambda body: decision_flags(body, reference)
-
-
 def _audit_index(args: argparse.Namespace) -> int:
     from safety.audit.index import index_logs
     from safety.audit.keys import load_public
+    from shakedown.audit_report import car_flags
 
     key = load_public(Path(args.key)) if args.key else None
-    results = index_logs(args.db, args.logs, key, _contradiction_flagger())
+    results = index_logs(args.db, args.logs, key, car_flags)
     for r in results:
         print(f"{'indexed' if r['ok'] else 'NOT INDEXED'}: {r['path']}: {r['summary']}")
     return 0 if all(r["ok"] for r in results) else 1

@@ -80,10 +80,10 @@ def test_every_command_line_config_documents_every_field():
     from bridge.robot.car.emulator import EmulatorConfig, RealityGap
     from bridge.robot.factory.emulator import CellEmulatorConfig, CellGap
     from bridge.serve import ServeConfig
-    from shakedown.demo import DemoConfig
-    from shakedown.demo_factory import FactoryDemoConfig
+    from shakedown.demo import DemoConfig, FactoryDemoConfig
+    from shakedown.demo.scenarios import ScenarioSettings
 
-    for cls in (DemoConfig, FactoryDemoConfig, EvalConfig, SFTArgs, GRPOArgs, PPOArgs, VisionPretrainArgs, SB3Args,
+    for cls in (DemoConfig, FactoryDemoConfig, ScenarioSettings, EvalConfig, SFTArgs, GRPOArgs, PPOArgs, VisionPretrainArgs, SB3Args,
                 ServeConfig, EmulatorConfig, RealityGap, RecordConfig, CellEmulatorConfig, CellGap):
         docs = _field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name, "").strip()]
