@@ -83,8 +83,8 @@ def test_every_command_line_config_documents_every_field():
     from shakedown.demo import DemoConfig, FactoryDemoConfig
     from shakedown.demo.scenarios import ScenarioSettings
 
-    for cls in (DemoConfig, FactoryDemoConfig, ScenarioSettings, EvalConfig, SFTArgs, GRPOArgs, PPOArgs, VisionPretrainArgs, SB3Args,
-                ServeConfig, EmulatorConfig, RealityGap, RecordConfig, CellEmulatorConfig, CellGap):
+    for cls in (DemoConfig, FactoryDemoConfig, ScenarioSettings, EvalConfig, SFTArgs, GRPOArgs, PPOArgs,
+                VisionPretrainArgs, SB3Args, ServeConfig, EmulatorConfig, RealityGap, RecordConfig, CellEmulatorConfig, CellGap):
         docs = _field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name, "").strip()]
         assert not missing, f"{cls.__name__} fields without a docstring: {missing}"
