@@ -189,7 +189,7 @@ def path_figure(row: EpisodeRow, track_name: str) -> plt.Figure:
         sc = ax.scatter(tr["x"], tr["y"], c=tr["v"], cmap="viridis", s=6, marker=marker, vmin=-1.5, vmax=5)
     fig.colorbar(sc, ax=ax, label="speed (m/s)")
     ax.set_aspect("equal")
-    ax.set_title("path (" + ", ".join(f"{m} {name}" for _, name, m in _drives(row)) + "), coloured by speed")
+    ax.set_title("path (" + ", ".join(f"{m} {name}" for _, name, m in _drives(row)) + "),\ncoloured by speed")
     for attempt, name, _ in _drives(row):
         tr = attempt.trace
         axes[1].plot(tr["t"], tr["v"], label=name)
