@@ -182,14 +182,16 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                     continue
                 adv = (r - r.mean()) / (r.std() + 1e-4)
                 with training_autocast(model, args.bf16):
-                    logps = score_constrained(model, enc, answers, grammar, args.max_new_tokens, head=head)[0]
+                    logps = score_constrained(model, enc, answers, grammar, args.max_new_tokens, head=head,
+                                              temperature=args.temperature)[0]
                     with torch.no_grad():
                         if reference is not None:
                             ref = score_constrained(reference, enc, answers, grammar, args.max_new_tokens,
-                                                    head=reference_head)[0]
+                                                    head=reference_head, temperature=args.temperature)[0]
                         else:
                             with model.disable_adapter():
-                                ref = score_constrained(model, enc, answers, grammar, args.max_new_tokens)[0]
+                                ref = score_constrained(model, enc, answers, grammar, args.max_new_tokens,
+                                                        temperature=args.temperature)[0]
                 group_loss = []
                 for a, lp, rf in zip(adv, logps, ref):
                     delta = rf - lp

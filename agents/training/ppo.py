@@ -123,12 +123,14 @@ class Step:
 
 def score(model: torch.nn.Module, value_head: ValueHead, encs: list[dict[str, torch.Tensor]],
           answers: list[torch.Tensor], is_actions: list[torch.Tensor], cot_lambda: float,
-          grammar: ActionGrammar | None = None, max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+          grammar: ActionGrammar | None = None, max_new_tokens: int = 0,
+          temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(decision log-probs, values) of a batch of decisions, each after its own prompt, in one pass
     (agents.vlm.logprobs.score_decisions); the value head reads each last prompt token's hidden state. With
     a grammar, log p is that of the constrained policy that sampled the answer with max_new_tokens (as
-    train_ppo samples), else the model's plain softmax. An empty answer gives the prompt's value alone."""
-    logps, hidden = score_decisions(model, encs, answers, grammar, max_new_tokens)
+    train_ppo samples, at its temperature), else the model's plain softmax. An empty answer gives the prompt's
+    value alone."""
+    logps, hidden = score_decisions(model, encs, answers, grammar, max_new_tokens, temperature)
     return (torch.stack([decision_logprob(lp, m, cot_lambda) for lp, m in zip(logps, is_actions)]),
             value_head(hidden))
 
@@ -193,7 +195,7 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
                               for a, p in zip(answers, parsed)]
                 with torch.no_grad(), training_autocast(model, args.bf16):  # as in the update: ratios start at 1
                     logps, values = score(model, value_head, encs, answers, is_actions, args.cot_lambda, grammar,
-                                          args.max_new_tokens)
+                                          args.max_new_tokens, args.temperature)
                 for k, env in enumerate(envs):
                     _, _, term, trunc, infos[k] = env.step(DECISIONS.index(parsed[k].action["decision"]))
                     info = infos[k]
@@ -229,7 +231,8 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
                     batch = [steps[i] for i in mb]
                     with training_autocast(model, args.bf16):
                         logp, value = score(model, value_head, [b.enc for b in batch], [b.answer for b in batch],
-                                            [b.is_action for b in batch], args.cot_lambda, grammar, args.max_new_tokens)
+                                            [b.is_action for b in batch], args.cot_lambda, grammar, args.max_new_tokens,
+                                            args.temperature)
                     ratio = torch.exp(logp - torch.tensor([b.logp for b in batch], device=logp.device))
                     a, ret = adv_t[mb], ret_t[mb]
                     surrogate = torch.min(ratio * a, torch.clamp(ratio, 1 - args.clip, 1 + args.clip) * a)

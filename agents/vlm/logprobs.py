@@ -79,7 +79,7 @@ def score_answers(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answe
 
 def score_constrained(model: torch.nn.Module, prompt: dict[str, torch.Tensor], answers: list[torch.Tensor],
                       grammar: ActionGrammar, max_new_tokens: int, hidden: bool = False,
-                      head: Head | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+                      head: Head | None = None, temperature: float = 1.0) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """As score_answers, for answers decoded under the grammar (agents.vlm.constrained, with the same
     max_new_tokens): per-token log p under the policy that sampled them.
 
@@ -91,14 +91,16 @@ def score_constrained(model: torch.nn.Module, prompt: dict[str, torch.Tensor], a
     were allowed and forced is found by replaying the grammar over each answer. The ratios and KL terms
     the trainers build from these are thus those of the distribution the samples came from; scoring
     them with the unconstrained softmax would count probability mass on answers the sampler can never
-    produce, and push gradient into tokens it never chooses.
+    produce, and push gradient into tokens it never chooses. For the same reason `temperature` is the one
+    the answers were sampled at: the sampler's distribution is softmax(logits / temperature).
     """
     rows, last_hidden = _answer_logits(model, prompt, answers, hidden, head)
-    return [_constrained_logps(row, a, grammar, max_new_tokens) for row, a in zip(rows, answers)], last_hidden
+    return [_constrained_logps(row, a, grammar, max_new_tokens, temperature) for row, a in zip(rows, answers)], \
+        last_hidden
 
 
 def _constrained_logps(row: torch.Tensor, answer: torch.Tensor, grammar: ActionGrammar,
-                       max_new_tokens: int) -> torch.Tensor:
+                       max_new_tokens: int, temperature: float = 1.0) -> torch.Tensor:
     """Per-token log p of one answer from the logits that predict its tokens (score_constrained says why)."""
     a = answer.to(row.device)
     positions, allowed, _ = replay(grammar, a.tolist(), max_new_tokens)
@@ -107,18 +109,18 @@ def _constrained_logps(row: torch.Tensor, answer: torch.Tensor, grammar: ActionG
         at = torch.tensor(positions, device=row.device)
         mask = torch.zeros((len(positions), row.shape[-1]), dtype=torch.bool, device=row.device)
         mask[:, : allowed.shape[1]] = torch.from_numpy(allowed).to(row.device)
-        sampled = torch.log_softmax(row[at].float().masked_fill(~mask, float("-inf")), -1)
+        sampled = torch.log_softmax((row[at].float() / temperature).masked_fill(~mask, float("-inf")), -1)
         logps = logps.index_put((at,), sampled.gather(1, a[at].view(-1, 1)).squeeze(1))
     return logps
 
 
 def score_decisions(model: torch.nn.Module, prompts: list[dict[str, torch.Tensor]], answers: list[torch.Tensor],
-                    grammar: ActionGrammar | None = None,
-                    max_new_tokens: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
+                    grammar: ActionGrammar | None = None, max_new_tokens: int = 0,
+                    temperature: float = 1.0) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Per-token log p of each answer after its own prompt (one answer per prompt: a PPO minibatch, a
     rollout), in one forward pass over the batch, and the last layer's hidden state at each prompt's last
     token, (len(prompts), hidden) (what a value head reads). With a grammar, log p is the constrained
-    policy's (score_constrained), else the model's softmax.
+    policy's (score_constrained), else the model's softmax; both at the sampling `temperature`.
 
     Each row is its prompt then its answer, padded on the right and masked there, so every real token keeps
     its position; one pass over 4 decisions uses the cores better than four passes over one."""
@@ -141,9 +143,9 @@ def score_decisions(model: torch.nn.Module, prompts: list[dict[str, torch.Tensor
     for i, (a, p) in enumerate(zip(answers, lengths)):
         row = out.logits[i, p - 1 - offset:p - 1 - offset + len(a)]
         if grammar is not None:
-            result.append(_constrained_logps(row, a, grammar, max_new_tokens))
+            result.append(_constrained_logps(row, a, grammar, max_new_tokens, temperature))
         else:
-            result.append(torch.log_softmax(row.float(), -1).gather(1, a.to(device).view(-1, 1)).squeeze(1))
+            result.append(torch.log_softmax(row.float() / temperature, -1).gather(1, a.to(device).view(-1, 1)).squeeze(1))
     return result, hidden
 
 

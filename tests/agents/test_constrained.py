@@ -137,9 +137,11 @@ def test_a_budget_of_one_token_gives_the_neutral_answer_without_the_model(model,
     assert decoded.passes == 0  # the model is not asked for anything after the prompt
 
 
-def direct_logprobs(model, tok, enc, task: str, answer: torch.Tensor, forced: torch.Tensor) -> torch.Tensor:
-    """One full forward pass over prompt + answer, each sampled token's log-softmax over the tokens a
-    plain llguidance matcher of the answer's grammar allows there; 0 where the sampler says it forced."""
+def direct_logprobs(model, tok, enc, task: str, answer: torch.Tensor, forced: torch.Tensor,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """One full forward pass over prompt + answer, each sampled token's log-softmax (of logits / temperature)
+    over the tokens a plain llguidance matcher of the answer's grammar allows there; 0 where the sampler says
+    it forced."""
     import llguidance
 
     text = tok.decode(answer, skip_special_tokens=True)
@@ -157,23 +159,26 @@ def direct_logprobs(model, tok, enc, task: str, answer: torch.Tensor, forced: to
         if forced[i]:
             out.append(torch.tensor(0.0))
         else:
-            out.append(torch.log_softmax(logits[p - 1 + i].float().masked_fill(~allowed, float("-inf")), -1)[t])
+            out.append(torch.log_softmax((logits[p - 1 + i].float() / temperature).masked_fill(~allowed, float("-inf")),
+                                         -1)[t])
         assert matcher.consume_token(t)
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("task", TASKS)
-def test_constrained_logprobs_equal_a_direct_computation(model, tok, task):
+@pytest.mark.parametrize("task,temperature", [(task, 1.0) for task in TASKS] + [("car", 1.5)])
+def test_constrained_logprobs_equal_a_direct_computation(model, tok, task, temperature):
+    """Scored at the temperature they were sampled at: the sampler's own distribution."""
     enc = encode(model, tok, task, seed=3)
     budget = 40
-    decoded = constrained_generate(model, tok, enc, task, n=3, temperature=1.5, max_new_tokens=budget,
+    decoded = constrained_generate(model, tok, enc, task, n=3, temperature=temperature, max_new_tokens=budget,
                                    generator=torch.Generator().manual_seed(5))
     answers = list(decoded.answers)
-    scores, _ = score_constrained(model, enc, answers, action_grammar(tok, task), budget)
+    scores, _ = score_constrained(model, enc, answers, action_grammar(tok, task), budget, temperature=temperature)
     with torch.no_grad():
         for answer, forced, lp in zip(answers, decoded.forced, scores):
             assert torch.all(lp[forced] == 0) and torch.all(lp[~forced] < 0)  # forced: probability 1
-            assert torch.allclose(lp.detach(), direct_logprobs(model, tok, enc, task, answer, forced), atol=1e-4)
+            assert torch.allclose(lp.detach(), direct_logprobs(model, tok, enc, task, answer, forced, temperature),
+                                  atol=1e-4)
     sum(s.sum() for s in scores).backward()  # sampled tokens carry the gradient
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     model.zero_grad(set_to_none=True)
