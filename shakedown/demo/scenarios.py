@@ -16,6 +16,7 @@ and the detailed scenario report is written beside.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import subprocess
@@ -81,7 +82,9 @@ def _shielded_replay(text: str, failures: list[dict], store: EpisodeStore, worke
                      progress: RichProgress) -> list[dict]:
     """Each failure's sample and seed again with the shield on: its stored row (robustness, failed, ...)."""
     items = [(e["index"], {"scenario": text, "z": e["z"], "seed": e["seed"]}) for e in failures]
-    rows = run_campaign(episode_row, items, store, f"demo/shield-on-replay/{len(items)}", {"of": "the search's failures"},
+    # named by what it replays: a later run into the same store with other failures is another campaign
+    digest = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
+    rows = run_campaign(episode_row, items, store, f"demo/shield-on-replay/{digest}", {"of": "the search's failures"},
                         workers=workers, progress=progress)
     return [{"index": r.index, **(r.result or {"failed": None, "robustness": math.nan}), "error": r.error}
             for r in rows]
@@ -122,10 +125,11 @@ def scenario_part(name: str, out: Path, seed: int, settings: ScenarioSettings,
 
     shrunk, cases, pytest_ok, pytest_line = None, [], False, "no failure to keep"
     if failures:
-        worst = max(failures, key=lambda e: e["loglik"])  # the most likely failure found
-        shrunk = shrink(off, worst["z"], worst["seed"])
-        cases = [make_case(off, shrunk.shrunk, worst["seed"], "fail")[0],
-                 make_case(on, shrunk.shrunk, worst["seed"], "pass")[0]]
+        likeliest = max(failures, key=lambda e: e["loglik"])
+        shrunk = shrink(off, likeliest["z"], likeliest["seed"])
+        # kept twice: the unshielded failure must still reproduce, the shielded system must pass it
+        cases = [make_case(off, shrunk.shrunk, likeliest["seed"], "fail")[0],
+                 make_case(on, shrunk.shrunk, likeliest["seed"], "pass")[0]]
         export(cases, out / "regressions")
         pytest_ok, pytest_line = _pytest(out / "regressions")
     report = scenario_report(out)
