@@ -26,7 +26,7 @@ from bridge.calibration import calibrate, emulator_truth, write_config
 from bridge.calibration.excite import SpeedSteps
 from bridge.relay import Relay
 from bridge.robot.car.emulator import EmulatorConfig, RealityGap
-from bridge.robot.car.runtime import STOPPED
+from bridge.robot.car.runtime import RUNNING, STOPPED
 from bridge.robot.gate import AUDIT_LOG, AUDIT_PUBLIC
 from bridge.rollout.ladder import run_ladder
 from bridge.rollout.plan import plan_from_dict
@@ -152,8 +152,9 @@ def robot_part(candidate: str, driver: Policy, out: Path, settings: RobotSetting
 
     say(f"a link fault: the link is cut for {settings.cut_s:g} s while the car drives")
     fault = _session(driver, out / "link-fault", settings.fault_s, 1.0, relay_cut=(1.0, settings.cut_s))
-    kinds = [e.get("kind") for e in fault.get("events", [])] if isinstance(fault.get("events"), list) else []
-    resumed = fault["trace"]["mode"][-1] == "running" if fault["trace"].get("mode") else False
+    kinds = [e["kind"] for e in fault["events"]]
+    # resumed: stopped by the watchdog, then driving again by itself before the session ended
+    resumed = bool(fault["safe_stops"]) and bool(fault["trace"]["mode"]) and fault["trace"]["mode"][-1] == RUNNING
 
     rung_rows = [[o.rung, o.judgement.action, f"{o.wall_s:.1f}",
                   "; ".join(f"{g.metric} {_num(g.value)} {g.comparison} {g.threshold:g}: {g.verdict}"
@@ -167,7 +168,7 @@ def robot_part(candidate: str, driver: Policy, out: Path, settings: RobotSetting
                  ["held out", "nominal twin", "calibrated twin", "change"], error_rows(calibration)),
         Table.of(f"The rollout ladder: {ladder.state.summary()}", ["rung", "decision", "wall (s)", "gates"],
                  rung_rows),
-        Table.of("A link fault on the promoted policy", ["safe stops", "silence before the stop (s)", "resumed",
+        Table.of("A link fault while the candidate drives", ["safe stops", "silence before the stop (s)", "resumed",
                                                          "decisions applied", "refused", "ended"],
                  [[len(fault["safe_stops"]),
                    f"{stop['commanded'] - stop['last_heard']:.2f}" if stop else "-",
