@@ -54,11 +54,11 @@ class DemoConfig:
 
     track: str = HELD_OUT[0]
     """Track of part 1: a name or procedural-<seed> (a held-out one by default)."""
-    episodes_per_category: Annotated[int, tyro.conf.arg(name="episodes")] = bounded(2, 1, 10_000)
+    episodes_per_category: Annotated[int, tyro.conf.arg(name="episodes")] = bounded(1, 1, 10_000)
     """Randomized episodes per instruction category in part 1."""
     duration_s: Annotated[float, tyro.conf.arg(name="duration")] = bounded(8.0, 0.5, 600.0)
     """Simulated seconds per drive in part 1."""
-    stress_episodes: int = bounded(2, 1, 10_000)
+    stress_episodes: int = bounded(1, 1, 10_000)
     """Episodes of the reckless driver, each with and without the shield."""
     stress_steps: int = bounded(400, 10, 1_000_000)
     """Control steps (50 Hz) per reckless episode."""

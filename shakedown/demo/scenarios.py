@@ -56,7 +56,7 @@ so an even cover of the space finds them and shows where they lie."""
 class ScenarioSettings:
     """Part 2: the rare-event study."""
 
-    budget: int = bounded(32, 4, 100_000)
+    budget: int = bounded(24, 4, 100_000)
     """Episodes the failure search (shield off) spends."""
     estimator: str = "mc"
     """How the failure probability with the shield on is estimated: 'mc' (plain Monte Carlo, exact interval) or
@@ -67,7 +67,7 @@ class ScenarioSettings:
     """ce-is: episodes per stage fitting the proposal."""
     max_stages: int = bounded(4, 1, 100)
     """ce-is: at most this many fitting stages (then the final stage runs anyway, its interval says how sure)."""
-    final: int = bounded(100, 10, 1_000_000)
+    final: int = bounded(80, 10, 1_000_000)
     """Episodes the probability is computed from (mc: all of them; ce-is: the final stage)."""
     workers: int = bounded(2, 1, 256)
     """Worker processes running episodes."""
