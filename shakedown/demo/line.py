@@ -7,8 +7,6 @@ decision goes into the demo's signed audit log with its frame.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
@@ -99,7 +97,6 @@ def _timeline_figure(result: dict) -> plt.Figure:
 
 def line_part(episodes: int, parts: int, seed: int, log: AuditLog) -> Part:
     """Part 1 of the factory demo: both inspectors on the same randomized episodes."""
-    started = time.perf_counter()
     policies: list[Policy] = [HeuristicInspector(), ScriptedInspector()]
     with progress_bar() as bar:
         task = bar.add_task("parts inspected", total=len(policies) * episodes * parts)
@@ -123,4 +120,4 @@ def line_part(episodes: int, parts: int, seed: int, log: AuditLog) -> Part:
 
     return Part("line", "1. The line, its rare events and its shield", [table],
                 {"events": EVENTS, "results": [{k: v for k, v in r.items() if k != "timeline"} for r in results]},
-                section, seconds=time.perf_counter() - started)
+                section)

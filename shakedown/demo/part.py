@@ -73,4 +73,4 @@ class Part:
     """(what it does, the exact command)."""
     logs: list[SignedLog] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
-    """Wall time the part took."""
+    """Wall time the part took (the demo's runner sets it)."""

@@ -72,18 +72,13 @@ class _FirstDecision:
         return decision
 
 
-def _serve(policy: Policy) -> PolicyServer:
-    server = PolicyServer(policy, ServerConfig(endpoint="tcp://127.0.0.1:0"))
-    server.start()
-    return server
-
-
 def _session(policy: Policy, out: Path, duration_s: float, decide_every_s: float,
              relay_cut: tuple[float, float] | None = None) -> dict[str, Any]:
     """One emulator session in its own process against `policy` served here; with `relay_cut` = (after, for) the
     link goes through a relay that is cut `after` seconds past the first decision, for `for` seconds."""
     served = _FirstDecision(policy)
-    server = _serve(served)
+    server = PolicyServer(served, ServerConfig(endpoint="tcp://127.0.0.1:0"))
+    server.start()
     relay = None
     endpoint = server.endpoint
     if relay_cut is not None:
@@ -137,7 +132,6 @@ def robot_part(candidate: str, driver: Policy, out: Path, settings: RobotSetting
                say: Callable[[str], None] = print) -> Part:
     """Part 3: `candidate` (a rollout plan's policy: 'adapter:<dir>', 'expert', ...) up the ladder; `driver` (the
     same policy, already loaded here) drives the link-fault session."""
-    started = time.perf_counter()
     say(f"recording a {settings.record_s:g} s session on the emulator (gap: {GAP})")
     recorded = _session(SpeedSteps(), out / "recorded", settings.record_s, 1.0)
     recording = out / "recorded" / "session.mcap"
@@ -204,7 +198,7 @@ def robot_part(candidate: str, driver: Policy, out: Path, settings: RobotSetting
                 section, links=[("rollout report", rollout_page),
                                 ("calibration report", out / "calibration" / "calibration.html")],
                 commands=[("the ladder's state, from its signed log alone", f"shakedown rollout status {out / 'rollout'}")],
-                logs=logs, seconds=time.perf_counter() - started)
+                logs=logs)
 
 
 def fault_figure(trace: dict[str, list]) -> plt.Figure:

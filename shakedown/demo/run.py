@@ -127,7 +127,9 @@ class _Runner:
 
     def __call__(self, title: str, run: Callable[[], Part]) -> Part:
         self.console.print(Rule(f"[bold]{title}"))
+        started = time.perf_counter()
         part = run()
+        part.seconds = time.perf_counter() - started
         for table in part.tables:
             self.console.print(table.rich())
         self.console.print(f"[dim]{title}: {part.seconds:.0f} s[/]")
@@ -138,7 +140,7 @@ class _Runner:
         total = time.perf_counter() - self.started
         report = write_report(title, self.parts, self.run_dir, total)
         (self.run_dir / "results.json").write_text(json.dumps(
-            {"config": json.loads(json.dumps(dataclasses.asdict(config), default=str)), "seconds": total,
+            {"config": dataclasses.asdict(config), "seconds": total,
              "parts": {p.key: {"title": p.title, "seconds": p.seconds, **p.summary} for p in self.parts}}, indent=1, default=str))
         self.console.print(Rule("[bold]done"))
         for part in self.parts:
