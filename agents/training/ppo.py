@@ -184,8 +184,10 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
             rollouts: list[list[Step]] = [[] for _ in envs]  # one sequence of decisions per inspection line
             correct = parsed_ok = 0
             terms_sum: dict[str, float] = {}
+            timing = {"sample": 0.0, "line": 0.0, "update": 0.0}
             for _ in range(args.rollout_steps // args.num_envs):
                 # Every line's next decision is sampled in one batch, and scored in one pass.
+                t = time.perf_counter()
                 observations = [info["observation"] for info in infos]
                 encs = [agent.encode(obs) for obs in observations]
                 answers = [group[0] for group in sample_answers(agent, encs, 1, args.temperature, args.max_new_tokens)]
@@ -196,6 +198,8 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
                 with torch.no_grad(), training_autocast(model, args.bf16):  # as in the update: ratios start at 1
                     logps, values = score(model, value_head, encs, answers, is_actions, args.cot_lambda, grammar,
                                           args.max_new_tokens, args.temperature)
+                timing["sample"] += time.perf_counter() - t
+                t = time.perf_counter()
                 for k, env in enumerate(envs):
                     _, _, term, trunc, infos[k] = env.step(DECISIONS.index(parsed[k].action["decision"]))
                     info = infos[k]
@@ -212,6 +216,8 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
                                             float(sum(terms.values())), float(info["cost"]), term or trunc))
                     if term or trunc:
                         infos[k] = env.reset(seed=int(rng.integers(2**31)))[1]
+                timing["line"] += time.perf_counter() - t
+            t = time.perf_counter()
             with torch.no_grad():  # each line's next observation bootstraps its return
                 last = [agent.encode(info["observation"]) for info in infos]
                 _, last_values = score(model, value_head, last, [torch.zeros(0, dtype=torch.long)] * len(last),
@@ -243,6 +249,7 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
                     torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                     optimizer.step()
                     losses.append(float(loss.detach()))
+            timing["update"] += time.perf_counter() - t
             lagrange.update(float(np.mean([s.cost for s in steps])))
             iteration += 1
             log.append({"iteration": iteration, "reward": float(np.mean([s.reward for s in steps])),
@@ -250,7 +257,7 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
                         "cost": float(np.mean([s.cost for s in steps])), "lambda": lagrange.value,
                         "loss": float(np.mean(losses)), "clipfrac": float(np.mean(clipfracs)),
                         **{f"reward_{k}": v / len(steps) for k, v in terms_sum.items()},
-                        "seconds": time.perf_counter() - t0})
+                        **{f"seconds_{k}": v for k, v in timing.items()}, "seconds": time.perf_counter() - t0})
             bar.advance(note=f"acc {log[-1]['accuracy']:.2f}")
             if (iteration % args.checkpoint_every == 0 or iteration == args.iterations
                     or out_of_time(started, args.max_minutes)):

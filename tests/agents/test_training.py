@@ -276,6 +276,7 @@ def test_ppo_iteration_end_to_end_and_resume(factory_sft, trained, tmp_path):
     train_ppo(args)
     log = json.loads((tmp_path / "curve.json").read_text())
     assert len(log) == 1 and {"reward", "accuracy", "parsed", "clipfrac", "lambda"} <= set(log[0])
+    assert {"seconds_sample", "seconds_line", "seconds_update"} <= set(log[0])  # where an iteration's time goes
     train_ppo(PPOArgs(**{**args.__dict__, "iterations": 2, "resume": True}))
     log2 = json.loads((tmp_path / "curve.json").read_text())
     assert [e["iteration"] for e in log2] == [1, 2] and log2[0] == log[0]
