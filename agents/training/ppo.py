@@ -184,6 +184,7 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
             rollouts: list[list[Step]] = [[] for _ in envs]  # one sequence of decisions per inspection line
             correct = parsed_ok = 0
             terms_sum: dict[str, float] = {}
+            # seconds per phase: sample (answers and their old log-probs), line (the twin), update (GAE, PPO epochs)
             timing = {"sample": 0.0, "line": 0.0, "update": 0.0}
             for _ in range(args.rollout_steps // args.num_envs):
                 # Every line's next decision is sampled in one batch, and scored in one pass.
