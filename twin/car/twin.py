@@ -18,7 +18,7 @@ from twin.car.tracks import Track, load_track
 from twin.car.vehicle import VehicleParams, VehicleState, input_limits, integrate
 from twin.car.world import AppearanceParams, CarWorld, Obstacle
 from twin.core.config import ConfigError, bounded, check_bounds
-from twin.core.randomization import Draws, Randomizer, Term
+from twin.core.randomization import Draws, Randomizer, Term, streams
 from twin.core.sensors import (
     CameraParams,
     Lidar,
@@ -28,6 +28,9 @@ from twin.core.sensors import (
     read_odometry,
     render_camera,
 )
+
+CAR_STREAMS = ("world", "lidar", "camera", "odometry")
+"""Independent random streams of a car episode (twin.core.randomization.streams): interval redraws, then each sensor's noise."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +150,7 @@ class CarTwin:
         self.world.set_obstacles(self.config.obstacles)
         self.params = self.config.params
         self.draws: Draws = {}
-        self._rng = np.random.default_rng(0)
+        self._streams = streams(np.random.default_rng(0), *CAR_STREAMS)
         self._lidar = Lidar(self.params.lidar)
         self._reset_state(0.0, 0.0, 0.0)
 
@@ -165,8 +168,8 @@ class CarTwin:
 
         `draws` replays a recorded episode's draws instead of drawing new ones.
         """
-        self._rng = rng
         self.draws = dict(draws) if draws is not None else self.randomizer.draw_reset(rng)
+        self._streams = streams(rng, *CAR_STREAMS)
         self.params = self.randomizer.apply(self.config.params, self.draws)
         if (self.params.lidar.beams, self.params.lidar.fov) != (self._lidar.params.beams, self._lidar.params.fov):
             self._lidar = Lidar(self.params.lidar)
@@ -243,7 +246,7 @@ class CarTwin:
         if contacts and not self.crashed:
             self.crashed = True
             self.vs = dataclasses.replace(self.vs, v=0.0, yaw_rate=0.0, slip=0.0)
-        redraws = self.randomizer.draw_interval(self._rng, t_prev, self.t)
+        redraws = self.randomizer.draw_interval(self._streams["world"], t_prev, self.t)
         if redraws:
             self.draws.update(redraws)
             self.apply(redraws)
@@ -271,7 +274,7 @@ class CarTwin:
 
     def lidar(self) -> np.ndarray:
         """A lidar scan (float32 ranges, one per beam) from the car's current pose."""
-        return self._lidar.scan(self.world.client, self.vs.x, self.vs.y, self.vs.yaw, self._rng)
+        return self._lidar.scan(self.world.client, self.vs.x, self.vs.y, self.vs.yaw, self._streams["lidar"])
 
     def camera(self) -> np.ndarray:
         """The front camera image, (height, width, 3) uint8."""
@@ -281,11 +284,11 @@ class CarTwin:
             self.vs.y + cam.mount_forward * math.sin(self.vs.yaw),
             cam.mount_height,
         )
-        return render_camera(self.world.client, eye, self.vs.yaw, cam, self.params.lighting, self._rng)
+        return render_camera(self.world.client, eye, self.vs.yaw, cam, self.params.lighting, self._streams["camera"])
 
     def odometry(self) -> dict[str, float]:
         st = self.state
-        return read_odometry(self.params.odometry, st.v, st.yaw_rate, st.ax, st.ay, self._rng)
+        return read_odometry(self.params.odometry, st.v, st.yaw_rate, st.ax, st.ay, self._streams["odometry"])
 
     def sense(self) -> dict[str, Any]:
         """The enabled sensors' readings: 'odometry' always, 'lidar' and 'camera' if on."""

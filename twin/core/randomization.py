@@ -173,3 +173,18 @@ class Randomizer:
         for path, value in draws.items():
             config = replace_path(config, path, value)
         return config
+
+
+def streams(rng: np.random.Generator, *names: str) -> dict[str, np.random.Generator]:
+    """One generator per named source of randomness, seeded from the episode's generator.
+
+    Why: when the world's redraws, the parts fed in and every sensor's noise share one
+    generator, how often a policy reads a sensor changes what the world does next, so two
+    policies on the same seed meet different episodes. With a stream each, the n-th part
+    or friction change is the same whatever a policy reads. Draws a fixed number of values
+    from `rng`, so what `rng` draws afterwards is fixed too.
+    """
+    if len(set(names)) != len(names) or not names:
+        raise ValueError(f"streams: need distinct stream names, got {names}")
+    seeds = rng.integers(0, 2**63 - 1, size=len(names))
+    return {name: np.random.default_rng(int(seed)) for name, seed in zip(names, seeds)}

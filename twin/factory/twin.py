@@ -20,7 +20,7 @@ import pybullet as pb
 
 from twin.core.bullet import PHYSICS_HZ
 from twin.core.config import ConfigError, bounded, check_bounds
-from twin.core.randomization import Draws, Randomizer, Term
+from twin.core.randomization import Draws, Randomizer, Term, streams
 from twin.core.sensors import render_camera
 from twin.factory.arm import CUP_GAP, REACH, Arm, PickTask
 from twin.factory.command import FactoryCommand
@@ -45,6 +45,10 @@ JAM_DETECT_S = 0.5
 """A part still on a running belt this long is reported jammed (s)."""
 JAM_RETRY_S = 2.0
 """After this long stopped for a jam, the line tries to run again (s)."""
+
+FACTORY_STREAMS = ("parts", "person", "sensors")
+"""Independent random streams of a cell episode (twin.core.randomization.streams): the parts fed in, the person's walk,
+the camera's noise and glare."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,13 +127,12 @@ class FactoryTwin:
         self.params = self.config.params
         self.draws: Draws = {}
         self.parts: dict[int, Part] = {}
-        self._rng = np.random.default_rng(0)
+        self._streams = streams(np.random.default_rng(0), *FACTORY_STREAMS)
         self.t = 0.0
         self.counters: dict[str, float] = {}
 
     # -- episode ------------------------------------------------------------------------
     def reset(self, rng: np.random.Generator, draws: Draws | None = None) -> Draws:
-        self._rng = rng
         self.draws = dict(draws) if draws is not None else self.randomizer.draw_reset(rng)
         self.params = self.randomizer.apply(self.config.params, self.draws)
         for part in self.parts.values():
@@ -140,6 +143,7 @@ class FactoryTwin:
         self.t = 0.0
         self.arm.reset()
         self.person.reset(rng, self.params.person)
+        self._streams = streams(rng, *FACTORY_STREAMS)
         self.scene.apply_colours(self.params.floor_rgb, self.params.belt_rgb)
         self.station.apply_colours(self.params.floor_rgb, self.params.belt_rgb)
         self.station.clear()
@@ -184,7 +188,7 @@ class FactoryTwin:
             state["constraint"] = self.c.createConstraint(victim.body, -1, -1, -1, pb.JOINT_FIXED, [0, 0, 0], [0, 0, 0], pos,
                                                           childFrameOrientation=orn)
         if event == "glare":
-            state["center"] = self._rng.uniform(0.25, 0.75, 2)
+            state["center"] = self._streams["sensors"].uniform(0.25, 0.75, 2)
         self.events[event] = state
 
     def _expire_events(self) -> None:
@@ -208,15 +212,15 @@ class FactoryTwin:
             self._next_spawn = self.t + 0.2
             return
         pp = self.params
-        spec = draw_part(self._rng, pp.parts)
-        y = float(self._rng.uniform(-pp.feeder.lateral_jitter, pp.feeder.lateral_jitter))
-        yaw = float(self._rng.uniform(-0.3, 0.3))
+        spec = draw_part(self._streams["parts"], pp.parts)
+        y = float(self._streams["parts"].uniform(-pp.feeder.lateral_jitter, pp.feeder.lateral_jitter))
+        yaw = float(self._streams["parts"].uniform(-0.3, 0.3))
         body = build_part(self.c, spec, pp.parts, (SPAWN_X, y, BELT_TOP + spec.size()[2] / 2 + 0.003), yaw,
                           pp.belt.friction)
         self.parts[self._next_id] = Part(self._next_id, spec, body, self.t, params=pp.parts)
         self._next_id += 1
         self.counters["spawned"] += 1
-        self._next_spawn = self.t + float(self._rng.uniform(pp.feeder.interval_min, pp.feeder.interval_max))
+        self._next_spawn = self.t + float(self._streams["parts"].uniform(pp.feeder.interval_min, pp.feeder.interval_max))
 
     def _position(self, part: Part) -> tuple[float, float, float]:
         return self.c.getBasePositionAndOrientation(part.body)[0]
@@ -321,7 +325,7 @@ class FactoryTwin:
             self.c.stepSimulation()
             self.arm.hold()  # kinematic: gravity must not sag the joints between commands
         self.t += dt
-        px, py = self.person.step(dt, self._rng)
+        px, py = self.person.step(dt, self._streams["person"])
         self.c.resetBasePositionAndOrientation(self.scene.person, [float(px), float(py), 0.85], [0, 0, 0, 1])
         self._spawn()
         self._update_parts(report, belt)
@@ -399,7 +403,7 @@ class FactoryTwin:
                     in_view[p.id] = (pos, orn, (p.spec, p.params, pos, 0.0, 1.0))
         self.station.sync(in_view, build_part)
         eye = (INSPECT_X, 0.0, cam.mount_height)
-        img = render_camera(self.station.client, eye, 0.0, cam, self.params.lighting, self._rng)
+        img = render_camera(self.station.client, eye, 0.0, cam, self.params.lighting, self._streams["sensors"])
         if "glare" in self.events:
             h, w = img.shape[:2]
             cy, cx = self.events["glare"]["center"] * np.array([h, w])
