@@ -91,10 +91,18 @@ def _scores_figure(world: str, rows: list[dict[str, Any]]) -> plt.Figure:
     return fig
 
 
+def _write_results(run_dir: Path, results: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+
+
 def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
     """Evaluate (agents.evaluation), print the table, write report.html and results.json."""
     console = console or Console(width=None if Console().is_terminal else 160)
     rows = evaluate(cfg, RichProgress())
+    run_dir = cfg.out_dir / f"eval-{cfg.world}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    results = {"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()}, "rows": rows}
+    _write_results(run_dir, results)  # the episodes first: a summary that fails must not lose an hour of driving
     header, table_rows = summary_table(cfg.world, rows)
     table = Table(title=f"{cfg.world}: held-out evaluation (failed parses count as failures)")
     for h in header:
@@ -111,7 +119,6 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
         for r in gains_rows:
             gains.add_row(*(str(v) for v in r))
         console.print(gains)
-    run_dir = cfg.out_dir / f"eval-{cfg.world}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     rep = HtmlReport(f"Shakedown evaluation: {cfg.world}")
     rep.table(header, table_rows)
     rep.text(COLUMNS_NOTE[cfg.world])
@@ -137,9 +144,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
               [[r["policy"], r.get("instruction", r.get("defect", "")), r["thought"][:300], r["raw"][:300]]
                for r in examples] or [["(no language-model policy evaluated)", "", "", ""]])
     rep.write(run_dir / "report.html")
-    (run_dir / "results.json").write_text(json.dumps({"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
-                                                      "summary": {"header": header, "rows": table_rows},
-                                                      "gains": {"header": gains_header, "rows": gains_rows},
-                                                      "rows": rows}, indent=1, default=str))
+    _write_results(run_dir, {**results, "summary": {"header": header, "rows": table_rows},
+                             "gains": {"header": gains_header, "rows": gains_rows}})
     console.print(f"report: {run_dir / 'report.html'}")
     return run_dir

@@ -147,3 +147,19 @@ def test_eval_counts_failed_parses_as_failures(tmp_path, capsys):
     expert = [r for r in results["rows"] if r["policy"] == "scripted-expert-v1"]
     assert all(r["improvement"] > 0 for r in expert)
     assert "adaptability" in capsys.readouterr().out
+
+
+def test_eval_keeps_its_episodes_when_the_summary_fails(tmp_path, monkeypatch):
+    """The decisions are written before anything is summarised: a summary that raises loses no episode."""
+    import shakedown.eval as eval_cli
+
+    def broken(*_args):
+        raise RuntimeError("summary broke")
+
+    monkeypatch.setattr(eval_cli, "summary_table", broken)
+    with pytest.raises(RuntimeError, match="summary broke"):
+        main(["eval", "factory", "--episodes", "1", "--parts", "2", "--no-zero-shot", "--out", str(tmp_path)])
+    (run_dir,) = tmp_path.iterdir()
+    rows = json.loads((run_dir / "results.json").read_text())["rows"]
+    assert {r["policy"] for r in rows} == {"heuristic (colour statistics)", "expert (privileged)"}
+    assert len(rows) == 4 and all(r["decision"] in ("accept", "reject", "hold") for r in rows)
