@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twin.car.randomization import CAR_RANDOMIZATION
 from twin.car.actuation import Command
+from twin.car.randomization import CAR_RANDOMIZATION
 from twin.car.twin import CarParams, CarTwin, CarTwinConfig
 from twin.core.config import ConfigError, get_path
 from twin.core.randomization import Choice, Normal, Randomizer, Term, Uniform, streams
