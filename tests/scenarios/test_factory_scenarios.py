@@ -95,8 +95,10 @@ def test_events_fire_at_their_trigger_time_and_act():
 def test_the_shield_keeps_the_operator_safe_that_the_bare_line_endangers():
     text = _short(JAM, 15)
     z = np.zeros(6)
-    shielded, _ = run_episode(text, z, seed=1)
-    bare, _ = run_episode(text.replace("shield: true", "shield: false"), z, seed=1)
+    # Seed 5 feeds a defective part early enough that the pick, the jam and the visit all fall inside
+    # 15 s (in most seeds the first pick comes later, and the episode is invalid: checked, not assumed).
+    shielded, _ = run_episode(text, z, seed=5)
+    bare, _ = run_episode(text.replace("shield: true", "shield: false"), z, seed=5)
     assert shielded.valid and bare.valid
     assert not shielded.failed and shielded.info["shield"]["interventions"] > 0
     assert bare.failed and bare.signature.monitor == "protective_separation"
