@@ -211,16 +211,16 @@ class FactoryTwin:
             self.counters["feeder_waits"] += 1
             self._next_spawn = self.t + 0.2
             return
-        pp = self.params
-        spec = draw_part(self._streams["parts"], pp.parts)
-        y = float(self._streams["parts"].uniform(-pp.feeder.lateral_jitter, pp.feeder.lateral_jitter))
-        yaw = float(self._streams["parts"].uniform(-0.3, 0.3))
+        pp, rng = self.params, self._streams["parts"]
+        spec = draw_part(rng, pp.parts)
+        y = float(rng.uniform(-pp.feeder.lateral_jitter, pp.feeder.lateral_jitter))
+        yaw = float(rng.uniform(-0.3, 0.3))
         body = build_part(self.c, spec, pp.parts, (SPAWN_X, y, BELT_TOP + spec.size()[2] / 2 + 0.003), yaw,
                           pp.belt.friction)
         self.parts[self._next_id] = Part(self._next_id, spec, body, self.t, params=pp.parts)
         self._next_id += 1
         self.counters["spawned"] += 1
-        self._next_spawn = self.t + float(self._streams["parts"].uniform(pp.feeder.interval_min, pp.feeder.interval_max))
+        self._next_spawn = self.t + float(rng.uniform(pp.feeder.interval_min, pp.feeder.interval_max))
 
     def _position(self, part: Part) -> tuple[float, float, float]:
         return self.c.getBasePositionAndOrientation(part.body)[0]
