@@ -5,7 +5,7 @@ changed is recomputed. The model is test_constrained's tiny random LLaVA with th
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -108,6 +108,7 @@ def test_a_draft_of_the_whole_answer_costs_one_pass(model, tok):
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**16), temperature=st.sampled_from([0.7, 1.0, 2.0]), top_p=st.sampled_from([1.0, 0.9]))
+@example(seed=316, temperature=0.7, top_p=1.0)
 def test_a_verified_draft_keeps_the_distribution(seed, temperature, top_p):
     """Speculative sampling with a point-mass draft: whatever the draft, the token taken is distributed as
     _distribution says (chi-square over 4000 draws, a fixed generator so the test replays)."""
@@ -121,8 +122,24 @@ def test_a_verified_draft_keeps_the_distribution(seed, temperature, top_p):
     draws = [_verify(logits, allowed, draft, temperature, top_p, gen) for _ in range(4000)]
     counts = np.array([draws.count(int(i)) for i in ids])
     assert counts.sum() == 4000  # never a token outside the allowed nucleus
-    if len(ids) > 1:
-        assert stats.chisquare(counts, probs * 4000).pvalue > 1e-4
+    counts, expected = _pool_rare_cells(counts, np.asarray(probs) * 4000)
+    if len(counts) > 1:
+        assert stats.chisquare(counts, expected).pvalue > 1e-4
+
+
+def _pool_rare_cells(counts: np.ndarray, expected: np.ndarray, least: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """Merge the cells expecting fewer than `least` draws into one, the rarest first, until it expects
+    `least`: the chi-square approximation fails on rare cells (seed 316 once gave p = 7e-5 from cells
+    expecting 0.4 draws)."""
+    order = np.argsort(expected)
+    merged, cut = 0.0, 0
+    while cut < len(order) and (expected[order[cut]] < least or 0 < merged < least):
+        merged += expected[order[cut]]
+        cut += 1
+    rare, kept = order[:cut], order[cut:]
+    if cut == 0:
+        return counts, expected
+    return (np.append(counts[kept], counts[rare].sum()), np.append(expected[kept], expected[rare].sum()))
 
 
 def test_greedy_verification_takes_the_argmax():
