@@ -65,6 +65,9 @@ class EvalConfig:
     unconstrained: bool = False
     """Decode without the answer grammar (as before it existed): answers may then fail to parse, and
     each failure scores as one; for comparing against free decoding."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Weights of the language-model policies: 'auto' is bfloat16 where the device computes it natively,
+    else float32 (agents.vlm.model.GenerationConfig.precision)."""
     seed: int = 1000
     """Evaluation seeds start here, apart from training's."""
     out_dir: Annotated[Path, tyro.conf.arg(name="out")] = Path("runs")
@@ -79,7 +82,8 @@ class EvalConfig:
 
 def vlm_policies(cfg: EvalConfig) -> list[Policy]:
     """The zero-shot model (if asked) and each adapter as its own agent (LoRA merged: inference only)."""
-    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, constrained=not cfg.unconstrained)
+    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, constrained=not cfg.unconstrained,
+                           precision=cfg.precision)
     out: list[Policy] = [zero_shot_agent(cfg.world, gen)] if cfg.zero_shot else []
     return out + [agent_from_adapter(path, cfg.world, gen, merge=True) for path in cfg.adapters]
 

@@ -48,7 +48,7 @@ from agents.training.run import (
 from agents.vlm.constrained import action_grammar
 from agents.vlm.loading import agent_from_adapter
 from agents.vlm.logprobs import score_constrained
-from agents.vlm.model import training_autocast
+from agents.vlm.model import GenerationConfig, training_autocast
 from agents.vlm.parsing import Parsed, parse_car
 from agents.vlm.speculative import PrefixCache, SharedHead
 from safety.lagrangian import Lagrange, LagrangeConfig
@@ -117,7 +117,9 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
         step, log = state["step"], state["log"]
     reference = None
     if args.adapter:  # a frozen copy of the starting policy, with its own cache of the prompts' head
-        reference = agent_from_adapter(args.adapter, "car", merge=True, seed=args.seed).model
+        # float32 as the policy's master weights: the KL term compares log-probs of one precision
+        reference = agent_from_adapter(args.adapter, "car", GenerationConfig(precision="float32"), merge=True,
+                                       seed=args.seed).model
         reference_head = PrefixCache(agent.prefix.stop_token)
     env = CarInstructionEnv(CarTaskConfig(tracks=TRAIN_TRACKS, split="train", duration_s=args.duration_s))
     audit = open_training_log(args.out, args.audit)

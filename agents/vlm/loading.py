@@ -20,8 +20,10 @@ def agent_from_adapter(adapter_dir: Path | str, task: str, generation: Generatio
     """The adapter on its base model, with its own vision config and prompt version.
 
     merge=True folds the LoRA weights into the base (inference only): decoding skips the
-    adapter's extra matmuls, which is most of a decision's time on a CPU.
+    adapter's extra matmuls, which is most of a decision's time on a CPU; the merged weights take
+    the dtype of `generation.precision` (bfloat16 where the device computes it natively).
     """
+    generation = generation or GenerationConfig()
     adapter_dir = Path(adapter_dir)
     manifest = read_manifest(adapter_dir)
     vision = VisionConfig(**manifest.get("vision", {}))
@@ -29,7 +31,7 @@ def agent_from_adapter(adapter_dir: Path | str, task: str, generation: Generatio
     model = load_adapter(model, base_hash, adapter_dir, trainable=trainable, task=task)
     if merge:
         model = model.merge_and_unload()
-        model.eval()
+        model.to(generation.dtype(model.device)).eval()
     agent = VLMAgent(model, tokenizer, task, base_hash, manifest.get("adapter_hash", "unknown"),
                      generation=generation, vision=vision, seed=seed, prompt_version=manifest.get("prompt_version"))
     agent.remember(read_drafts(adapter_dir))
@@ -50,8 +52,9 @@ def stage_chain(manifest: dict) -> str:
 def zero_shot_agent(task: str, generation: GenerationConfig | None = None, base: str = DEFAULT_MODEL,
                     seed: int = 0) -> VLMAgent:
     """The assembled VLM without any adapter (the language model as shipped, a fresh vision tower)."""
-    vision = VisionConfig()
+    vision, generation = VisionConfig(), generation or GenerationConfig()
     model, tokenizer, base_hash = build_vlm(base, vision, seed=seed)
+    model.to(generation.dtype(model.device))
     agent = VLMAgent(model, tokenizer, task, base_hash, generation=generation, vision=vision, seed=seed)
     agent.label = "zero-shot"
     return agent

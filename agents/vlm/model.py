@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -129,11 +130,27 @@ class GenerationConfig:
     answer, ~16 tokens). False: plain transformers sampling, the parser's fallback for what it cannot read."""
     speculative: bool = True
     """With `constrained`: reuse the prompt head's key/value cache and verify lookup drafts from earlier
-    answers (agents.vlm.speculative). Greedy answers are the same token for token and sampled ones have
-    the same distribution; only the number of model passes changes."""
+    answers (agents.vlm.speculative). In float32 greedy answers are the same token for token and sampled
+    ones have the same distribution; only the number of model passes changes. In bfloat16 a pass over
+    many tokens rounds otherwise than one-token passes, so a near-tie may go the other way (2 of 16
+    held-out decisions in benchmarks/bench_agent.py)."""
+
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Weights of an agent built for deciding only (its adapter merged; training keeps float32): 'auto' is
+    bfloat16 where the device computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16) and
+    float32 elsewhere, where bfloat16 is emulated and slower. On a 2-core AVX512-BF16 CPU a 24-token pass
+    takes 36 ms in bfloat16 against 106 ms in float32 (benchmarks/bench_agent.py compares both)."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"GenerationConfig.precision={self.precision!r}: use 'auto', 'float32' or 'bfloat16'")
+
+    def dtype(self, device: torch.device) -> torch.dtype:
+        """The weights' dtype `precision` means on `device`."""
+        if self.precision == "auto":
+            return torch.bfloat16 if native_bf16(device) else torch.float32
+        return getattr(torch, self.precision)
 
 
 class VLMAgent:
@@ -165,7 +182,7 @@ class VLMAgent:
         content = self._prompt(obs, IMAGE_TOKEN * self.vision.tokens)
         enc = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                                  return_tensors="pt", return_dict=True)
-        enc["pixel_values"] = pixel_values(obs.image, self.vision.image_size)
+        enc["pixel_values"] = pixel_values(obs.image, self.vision.image_size).to(self.model.dtype)
         return {k: v.to(self.model.device) for k, v in enc.items()}
 
     @torch.no_grad()

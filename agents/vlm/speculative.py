@@ -10,6 +10,8 @@
   (agents.vlm.constrained) verifies a draft in one forward pass and keeps exactly what the model would
   have chosen (greedy) or drawn (speculative sampling with a point-mass draft: the distribution of
   every token is unchanged), so drafts change the cost of an answer, never the answer's distribution.
+  That is exact in float32; in bfloat16 (GenerationConfig.precision) a wide pass's rounding differs
+  from a one-token pass's, enough to flip a near-tie now and then.
 
 Why our own: transformers' `prompt_lookup_num_tokens` does not compose with a grammar (a draft must
 be checked against the mask at every position, and forced tokens are not sampled), and a draft store

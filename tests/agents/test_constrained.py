@@ -18,6 +18,7 @@ from agents.vlm.grammar import THOUGHT_CHARS, answer_lark, written_bounds
 from agents.vlm.logprobs import score_constrained
 from agents.vlm.model import GenerationConfig, VisionConfig, VLMAgent
 from agents.vlm.parsing import FACTORY_DECISIONS, FACTORY_FALLBACK, PARSERS
+from twin.core.config import ConfigError
 from twin.core.contracts import Observation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -244,6 +245,17 @@ def test_a_ragged_group_sees_the_logits_of_its_own_prefix(model, tok):
             matches = [ref for a, ref in zip(decoded.answers, reference) if a[t - len(chunk) + 1: t + 1].tolist() == chunk]
             assert any(torch.allclose(last[r], ref[p + t], atol=1e-4) for ref in matches)
     assert padded > 0  # the group really was ragged
+
+
+def test_precision_is_checked_and_auto_means_native_bfloat16():
+    from agents.vlm.model import native_bf16
+
+    cpu = torch.device("cpu")
+    with pytest.raises(ConfigError, match="precision='float16'"):
+        GenerationConfig(precision="float16")
+    assert GenerationConfig(precision="bfloat16").dtype(cpu) == torch.bfloat16
+    assert GenerationConfig(precision="float32").dtype(cpu) == torch.float32
+    assert GenerationConfig().dtype(cpu) == (torch.bfloat16 if native_bf16(cpu) else torch.float32)
 
 
 def test_generation_config_chooses_the_decoder(model, tok):

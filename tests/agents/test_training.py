@@ -246,7 +246,7 @@ def test_loaded_agent_keeps_its_prompt_vision_and_label_and_merging_keeps_output
     _, adapter, _ = trained
     ex = car_examples(1, seed=7)[0]
     plain = agent_from_adapter(adapter, "car", GenerationConfig(max_new_tokens=6))
-    merged = agent_from_adapter(adapter, "car", GenerationConfig(max_new_tokens=6), merge=True)
+    merged = agent_from_adapter(adapter, "car", GenerationConfig(max_new_tokens=6, precision="float32"), merge=True)
     manifest = read_manifest(adapter)
     assert plain.prompt_version == manifest["prompt_version"] and plain.vision == VisionConfig(**manifest["vision"])
     assert plain.label.startswith("SFT (")
@@ -254,6 +254,12 @@ def test_loaded_agent_keeps_its_prompt_vision_and_label_and_merging_keeps_output
     with torch.no_grad():
         a, b = plain.model(**enc).logits, merged.model(**enc).logits
     assert torch.allclose(a, b, atol=1e-3)  # folding LoRA into the weights changes rounding only
+    half = agent_from_adapter(adapter, "car", GenerationConfig(max_new_tokens=6, precision="bfloat16"), merge=True)
+    assert half.model.dtype == torch.bfloat16 and plain.model.dtype == torch.float32  # training keeps float32
+    with torch.no_grad():
+        c = half.model(**half.encode(ex.observation)).logits.float()
+    assert (c - a).abs().max() < 0.1 * a.abs().max()  # bfloat16 rounds (~3 significant digits), no more
+    assert half.decide(ex.observation).parse_status == "ok"  # the grammar holds in any precision
     with pytest.raises(ConfigError, match="trained for the 'car' task"):
         agent_from_adapter(adapter, "factory")
 
