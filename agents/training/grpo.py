@@ -10,7 +10,8 @@ penalty on centerline and smooth, a crawl or a reverse drive failing) + format +
 + valid names (RobotxR1's terms) + faithfulness (the thought's claims borne out by the
 parameters) minus a Lagrangian cost for the constraint violations the shield still counted;
 the driving score's terms and the legacy score are logged beside it; advantages are
-rewards normalised within each group; loss = -A * log p(answer) + beta * KL(policy || reference),
+rewards centred within each group (not divided by the group's spread, as Dr. GRPO; --scale-by-std
+divides); loss = -A * log p(answer) + beta * KL(policy || reference),
 the reference being the starting policy (the SFT adapter, frozen; or the base model when
 starting from a fresh adapter). A group whose answers all score the same has no advantage to
 follow and is not scored at all (logged as groups_without_signal; DAPO filters such groups too).
@@ -76,8 +77,19 @@ class GRPOArgs(RLRunArgs):
     accelerations, direction, slower/faster than the default) that the answer's parameters bear out.
     0.25, like each of RobotxR1's format terms: a thought that says "hold 6 m/s" over v_max 0.8 loses
     as much as a broken format, far less than a failed drive (-1), so it steers wording, not driving."""
+    scale_by_std: bool = False
+    """Divide each group's centred rewards by their standard deviation (GRPO as published). Off (Dr. GRPO,
+    Liu et al. 2025): advantage = reward - group mean, so a group whose answers differ by a noise-level
+    0.003 (most groups after SFT) barely moves the policy, while one where an answer failed its drive
+    moves it in proportion to the failure. With the division, both pushed equally hard."""
     out: Path = Path("runs/grpo-car")
     """Run folder: checkpoint/, adapter/, curve.json (and audit.log with --audit)."""
+
+
+def group_advantages(rewards: torch.Tensor, scale_by_std: bool) -> torch.Tensor:
+    """Each answer's reward minus its group's mean, over the group's standard deviation if `scale_by_std`."""
+    centred = rewards - rewards.mean()
+    return centred / (rewards.std() + 1e-4) if scale_by_std else centred
 
 
 def reward_terms(raw: str, improvement: float) -> dict[str, float]:
@@ -182,7 +194,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                     # only thing skipped, and the group's forward and backward passes with it.
                     skipped += 1
                     continue
-                adv = (r - r.mean()) / (r.std() + 1e-4)
+                adv = group_advantages(r, args.scale_by_std)
                 with training_autocast(model, args.bf16):
                     logps = score_constrained(model, enc, answers, grammar, args.max_new_tokens, head=head,
                                               temperature=args.temperature)[0]

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.training.run import resume_optimizer
 from agents.training.sft import SFTArgs, train_sft
@@ -186,6 +188,20 @@ def test_cot_and_action_logprob_split_matches_a_direct_computation():
     value = decision_logprob(per_token, mask, lam)
     assert value == pytest.approx(lam * float(per_token[mask == 0].sum()) + float(per_token[mask == 1].sum()),
                                   rel=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(rewards=st.lists(st.floats(-2, 3), min_size=2, max_size=16), gap=st.floats(0.01, 2))
+def test_centred_advantages_keep_the_reward_gaps_and_scaled_ones_erase_them(rewards, gap):
+    from agents.training.grpo import group_advantages
+
+    r = torch.tensor(rewards, dtype=torch.float64)
+    centred = group_advantages(r, scale_by_std=False)
+    assert abs(float(centred.sum())) < 1e-9 and torch.allclose(centred[:, None] - centred, r[:, None] - r)
+    # two answers `gap` apart: centred they are +-gap/2 whatever the gap; divided by the spread, always ~+-0.7
+    pair = torch.tensor([0.0, gap], dtype=torch.float64)
+    assert torch.allclose(group_advantages(pair, False), torch.tensor([-gap / 2, gap / 2], dtype=torch.float64))
+    assert float(group_advantages(pair, True)[1]) == pytest.approx(0.7071, rel=0.1)
 
 
 def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
