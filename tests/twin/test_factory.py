@@ -58,6 +58,18 @@ def test_the_parts_fed_in_do_not_depend_on_how_often_the_camera_is_read():
     assert shorter >= 3 and fed[0][:shorter] == fed[1][:shorter]
 
 
+def test_a_glare_event_falls_in_the_same_place_however_often_the_camera_was_read():
+    centres = []
+    for reads in (0, 7):
+        twin = FactoryTwin(FactoryTwinConfig(randomization=FACTORY_RANDOMIZATION))
+        twin.reset(np.random.default_rng(3))
+        for _ in range(reads):
+            twin.inspection_image()
+        twin.inject("glare", duration=1.0, magnitude=0.5)
+        centres.append(twin.events["glare"]["center"].tolist())
+    assert centres[0] == centres[1]
+
+
 def test_parts_ride_the_belt_by_friction_and_get_sorted():
     twin = FactoryTwin(FactoryTwinConfig())
     twin.reset(np.random.default_rng(0))

@@ -46,9 +46,9 @@ JAM_DETECT_S = 0.5
 JAM_RETRY_S = 2.0
 """After this long stopped for a jam, the line tries to run again (s)."""
 
-FACTORY_STREAMS = ("parts", "person", "sensors")
+FACTORY_STREAMS = ("parts", "person", "sensors", "glare")
 """Independent random streams of a cell episode (twin.core.randomization.streams): the parts fed in, the person's walk,
-the camera's noise and glare."""
+the camera's noise, where a glare event falls (its own stream, so camera reads before it do not move it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +188,7 @@ class FactoryTwin:
             state["constraint"] = self.c.createConstraint(victim.body, -1, -1, -1, pb.JOINT_FIXED, [0, 0, 0], [0, 0, 0], pos,
                                                           childFrameOrientation=orn)
         if event == "glare":
-            state["center"] = self._streams["sensors"].uniform(0.25, 0.75, 2)
+            state["center"] = self._streams["glare"].uniform(0.25, 0.75, 2)
         self.events[event] = state
 
     def _expire_events(self) -> None:
