@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from safety.audit.keys import key_id
@@ -252,7 +253,7 @@ class AuditLog:
         self._prev = GENESIS
         self._since_checkpoint = 0
         stream = LineStream(self.path)  # streamed: opening a long log does not hold it in memory
-        count = 0
+        count, last_checkpoint = 0, None
         for i, line in enumerate(stream):
             count += 1
             fields = line_fields(line)
@@ -264,6 +265,8 @@ class AuditLog:
             self._frontier.add(leaf_hash(line))
             self._prev = fields[3]
             self._since_checkpoint = 0 if fields[1] == "checkpoint" else self._since_checkpoint + 1
+            if fields[1] == "checkpoint":
+                last_checkpoint = line
         signed_size = _signed_head_size(self.head_path)
         if signed_size and signed_size + 1 > count:  # the head's checkpoint is entry `signed_size`
             # Fewer complete entries than the signed head covers: entries were removed, not torn by a
@@ -272,6 +275,8 @@ class AuditLog:
             raise AuditError(f"{self.path}: {count} complete entries but the signed head covers "
                              f"{signed_size} and its checkpoint: entries were cut off; this is tampering, not a torn write, and "
                              "history is never moved backward; keep the file as evidence and start a new log")
+        if last_checkpoint is not None:
+            self._catch_up_head(json.loads(last_checkpoint)["body"], signed_size)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if stream.torn_tail is not None:
             offset, torn = stream.torn_tail
@@ -329,10 +334,28 @@ class AuditLog:
         body["signature"] = self.key.sign(head_payload(body)).hex()
         entry = self._write("checkpoint", body)
         self._since_checkpoint = 0
+        self._write_head(body)
+        return entry
+
+    def _write_head(self, body: Mapping[str, Any]) -> None:
+        # After the checkpoint's line: a kill between the two leaves the head one checkpoint behind
+        # (caught up on the next open), never ahead of the log (which would read as a truncation).
         tmp = self.head_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(body, indent=1))
         os.replace(tmp, self.head_path)
-        return entry
+
+    def _catch_up_head(self, body: Mapping[str, Any], signed_size: int) -> None:
+        """Bring the head file up to the log's last checkpoint if a kill left it behind: that
+        checkpoint is signed by this log's key (checked here), so the head moves forward to a
+        state the log already holds; a checkpoint this key did not sign is left for verify."""
+        size = body.get("tree_size")
+        if not isinstance(size, int) or size <= signed_size:
+            return
+        try:
+            self.key.public_key().verify(bytes.fromhex(body["signature"]), head_payload(body))
+        except (InvalidSignature, KeyError, TypeError, ValueError):
+            return
+        self._write_head(body)
 
     def store_frame(self, image: np.ndarray) -> str:
         """Save a camera frame as PNG beside the log; returns its SHA-256 (recorded in entries)."""

@@ -89,6 +89,14 @@ def test_rollback_of_the_head_alone_and_truncation_below_the_head_are_caught(tmp
     head(log).write_bytes(old_head)  # way 2: an older head beside the newer log
     report = verify(log, pub)
     assert not report.ok and "older than the last checkpoint" in report.problem.reason
+    # A writer killed between the checkpoint's line and the head file leaves this same state; the next
+    # open moves the head up to the checkpoint the log holds, only if the opener's key signed it.
+    with AuditLog(log, generate(tmp_path / "other.pem", tmp_path / "other.pub"), AuditConfig(checkpoint_every=5)):
+        pass
+    assert head(log).read_bytes() == old_head
+    with AuditLog(log, key, AuditConfig(checkpoint_every=5)):
+        pass
+    assert verify(log, pub).ok and head(log).read_bytes() != old_head
     log.write_bytes(full[: full.rfind(b"\n", 0, len(full) - 1) + 1])  # way 3: cut entries below the head
     assert not verify(log, pub).ok
 

@@ -200,6 +200,26 @@ def test_a_repair_killed_before_recording_itself_is_recorded_on_the_next_open(tm
     assert sum(json.loads(line)["kind"] == "repair" for line in read_lines(path).lines) == 1
 
 
+def test_a_kill_between_a_checkpoint_and_its_head_is_caught_up_on_the_next_open(tmp_path, keypair, monkeypatch):
+    """The 3 ms kill of the test below, made deterministic: the repair's closing checkpoint is written,
+    the head file beside the log is not."""
+    key, public = keypair
+    path = tmp_path / "a.log"
+    write(path, key, 40, 5)
+    with open(path, "ab") as f:
+        f.write(b'{"body":{"i":40,"thought":"cut here')
+    with monkeypatch.context() as m:
+        m.setattr(AuditLog, "_write_head", lambda self, body: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
+        with pytest.raises(KeyboardInterrupt):
+            with AuditLog(path, key, repair=True):
+                pass
+    assert "older than the last checkpoint" in verify(path, public).problem.reason
+    with AuditLog(path, key, repair=True):
+        pass
+    report = verify(path, public)
+    assert report.ok and report.entries == 50  # 48 + the repair record + its checkpoint: nothing lost, nothing added
+
+
 REPAIR_CHILD = """
 import sys
 from safety.audit.keys import load_private
