@@ -25,7 +25,12 @@ def safety_spec(kind: str, system: SystemSpec) -> CarSafetySpec | FactorySafetyS
 
 @functools.lru_cache(maxsize=4)
 def adapter_policy(adapter_dir: str, task: str) -> Policy:
-    """The agent of a saved adapter, built once per process (loading the model takes seconds)."""
-    from agents.vlm.loading import agent_from_adapter
+    """The agent of a saved adapter, built once per process (loading the model takes seconds).
 
-    return agent_from_adapter(adapter_dir, task, merge=True)
+    float32 even where bfloat16 is native: in float32 an answer does not depend on the episodes a
+    worker decided before (its drafts and cached head change the passes, not the answer), so a
+    campaign's rows are the same on every backend and a replay repeats its episode."""
+    from agents.vlm.loading import agent_from_adapter
+    from agents.vlm.model import GenerationConfig
+
+    return agent_from_adapter(adapter_dir, task, GenerationConfig(precision="float32"), merge=True)

@@ -10,8 +10,9 @@ penalty on centerline and smooth, a crawl or a reverse drive failing) + format +
 + valid names (RobotxR1's terms) + faithfulness (the thought's claims borne out by the
 parameters) minus a Lagrangian cost for the constraint violations the shield still counted;
 the driving score's terms and the legacy score are logged beside it; advantages are
-rewards centred within each group (not divided by the group's spread, as Dr. GRPO; --scale-by-std
-divides); loss = -A * log p(answer) + beta * KL(policy || reference),
+rewards centred within each group (not divided by the group's spread, as in Dr. GRPO, which also
+drops the per-answer length normalisation that is kept here; --scale-by-std divides);
+loss = -A * log p(answer) + beta * KL(policy || reference),
 the reference being the starting policy (the SFT adapter, frozen; or the base model when
 starting from a fresh adapter). A group whose answers all score the same has no advantage to
 follow and is not scored at all (logged as groups_without_signal; DAPO filters such groups too).
@@ -78,8 +79,8 @@ class GRPOArgs(RLRunArgs):
     0.25, like each of RobotxR1's format terms: a thought that says "hold 6 m/s" over v_max 0.8 loses
     as much as a broken format, far less than a failed drive (-1), so it steers wording, not driving."""
     scale_by_std: bool = False
-    """Divide each group's centred rewards by their standard deviation (GRPO as published). Off (Dr. GRPO,
-    Liu et al. 2025): advantage = reward - group mean, so a group whose answers differ by a noise-level
+    """Divide each group's centred rewards by their standard deviation (GRPO as published). Off (as Dr. GRPO,
+    Liu et al. 2025, does): advantage = reward - group mean, so a group whose answers differ by a noise-level
     0.003 (most groups after SFT) barely moves the policy, while one where an answer failed its drive
     moves it in proportion to the failure. With the division, both pushed equally hard."""
     out: Path = Path("runs/grpo-car")

@@ -132,14 +132,16 @@ class GenerationConfig:
     """With `constrained`: reuse the prompt head's key/value cache and verify lookup drafts from earlier
     answers (agents.vlm.speculative). In float32 greedy answers are the same token for token and sampled
     ones have the same distribution; only the number of model passes changes. In bfloat16 a pass over
-    many tokens rounds otherwise than one-token passes, so a near-tie may go the other way (2 of 16
-    held-out decisions in benchmarks/bench_agent.py)."""
+    many tokens rounds otherwise than one-token passes, so a near-tie may go the other way (3 of 16
+    held-out decisions in benchmarks/bench_agent.py), so a bfloat16 answer can depend on the answers
+    decided before it."""
 
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Weights of an agent built for deciding only (its adapter merged; training keeps float32): 'auto' is
     bfloat16 where the device computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16) and
     float32 elsewhere, where bfloat16 is emulated and slower. On a 2-core AVX512-BF16 CPU a 24-token pass
-    takes 36 ms in bfloat16 against 106 ms in float32 (benchmarks/bench_agent.py compares both)."""
+    takes 36 ms in bfloat16 against 106 ms in float32 (benchmarks/bench_agent.py compares both). A bfloat16
+    agent's policy id ends in ':bfloat16'; scenario campaigns decide in float32 (scenarios.systems)."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -163,7 +165,9 @@ class VLMAgent:
         self.model, self.tokenizer, self.task, self.base_hash = model, tokenizer, task, base_hash
         self.generation = generation or GenerationConfig()
         self.vision = vision or VisionConfig()
-        self.policy_id = f"vlm:{base_hash}:{adapter_hash}:{self.prompt_version}"
+        # bfloat16 weights decide (slightly) differently: their id says so, float32 keeps the plain id
+        half = "" if model.dtype == torch.float32 else f":{str(model.dtype).removeprefix('torch.')}"
+        self.policy_id = f"vlm:{base_hash}:{adapter_hash}:{self.prompt_version}{half}"
         self.label = f"VLM ({adapter_hash})"
         self._gen = torch.Generator().manual_seed(seed)
         self.last_decoded: Decoded | None = None

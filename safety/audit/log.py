@@ -253,7 +253,7 @@ class AuditLog:
         self._prev = GENESIS
         self._since_checkpoint = 0
         stream = LineStream(self.path)  # streamed: opening a long log does not hold it in memory
-        count, last_checkpoint = 0, None
+        count, checkpoints = 0, []  # the bodies of the checkpoints that match the entries before them
         for i, line in enumerate(stream):
             count += 1
             fields = line_fields(line)
@@ -262,11 +262,14 @@ class AuditLog:
                 raise AuditError(f"{self.path}: entry on line {i + 1} is invalid (not a well-formed entry, or the "
                                  "chain does not hold); run `shakedown audit verify` on it; appending to a damaged "
                                  "log is refused")
+            if fields[1] == "checkpoint":
+                body = json.loads(line).get("body")
+                if (isinstance(body, dict) and body.get("tree_size") == i and body.get("chain_head") == self._prev
+                        and body.get("root") == self._frontier.root().hex()):
+                    checkpoints.append(body)
             self._frontier.add(leaf_hash(line))
             self._prev = fields[3]
             self._since_checkpoint = 0 if fields[1] == "checkpoint" else self._since_checkpoint + 1
-            if fields[1] == "checkpoint":
-                last_checkpoint = line
         signed_size = _signed_head_size(self.head_path)
         if signed_size and signed_size + 1 > count:  # the head's checkpoint is entry `signed_size`
             # Fewer complete entries than the signed head covers: entries were removed, not torn by a
@@ -275,8 +278,6 @@ class AuditLog:
             raise AuditError(f"{self.path}: {count} complete entries but the signed head covers "
                              f"{signed_size} and its checkpoint: entries were cut off; this is tampering, not a torn write, and "
                              "history is never moved backward; keep the file as evidence and start a new log")
-        if last_checkpoint is not None:
-            self._catch_up_head(json.loads(last_checkpoint)["body"], signed_size)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if stream.torn_tail is not None:
             offset, torn = stream.torn_tail
@@ -295,6 +296,7 @@ class AuditLog:
             torn = quarantine.read_bytes()
             self.append("repair", {"torn_offset": end, "torn_bytes": len(torn),
                                    "torn_sha256": hashlib.sha256(torn).hexdigest(), "quarantined_to": quarantine.name})
+        self._catch_up_head(checkpoints, signed_size)
 
     @property
     def size(self) -> int:
@@ -344,18 +346,24 @@ class AuditLog:
         tmp.write_text(json.dumps(body, indent=1))
         os.replace(tmp, self.head_path)
 
-    def _catch_up_head(self, body: Mapping[str, Any], signed_size: int) -> None:
-        """Bring the head file up to the log's last checkpoint if a kill left it behind: that
-        checkpoint is signed by this log's key (checked here), so the head moves forward to a
-        state the log already holds; a checkpoint this key did not sign is left for verify."""
-        size = body.get("tree_size")
-        if not isinstance(size, int) or size <= signed_size:
+    def _catch_up_head(self, checkpoints: list[dict[str, Any]], signed_size: int) -> None:
+        """Bring the head file up to the last checkpoint in exactly the state a kill leaves: the head
+        one checkpoint behind (or missing after the first), the last checkpoint matching the entries
+        before it and signed by this log's key. The move is itself logged ("head_caught_up", from and
+        to which size), so it is on the record. Any other stale head is left as verify's evidence."""
+        if not checkpoints or checkpoints[-1]["tree_size"] <= signed_size:
+            return
+        last, before = checkpoints[-1], (checkpoints[-2]["tree_size"] if len(checkpoints) > 1 else 0)
+        if signed_size != before:
             return
         try:
-            self.key.public_key().verify(bytes.fromhex(body["signature"]), head_payload(body))
+            self.key.public_key().verify(bytes.fromhex(last["signature"]), head_payload(last))
         except (InvalidSignature, KeyError, TypeError, ValueError):
             return
-        self._write_head(body)
+        self._write_head(last)
+        self.append("head_caught_up", {"from_size": signed_size, "to_size": last["tree_size"],
+                                       "why": "the head file was one checkpoint behind the log, as a writer killed "
+                                              "between the checkpoint and the head leaves it"})
 
     def store_frame(self, image: np.ndarray) -> str:
         """Save a camera frame as PNG beside the log; returns its SHA-256 (recorded in entries)."""

@@ -420,7 +420,8 @@ def verify(path: Path | str, public: Ed25519PublicKey, allow_unsigned_tail: bool
         if roots and size < max(roots):
             return fail(n, f"the signed head (size {size}) is older than the last checkpoint (size {max(roots)}): "
                            "an old head was put back, or the writer was killed between the checkpoint and the "
-                           "head; opening the log with its key brings the head up to a checkpoint it signed",
+                           "head; one checkpoint behind (what a kill leaves), opening the log with its key "
+                           "catches the head up and logs that it did",
                         line=0)
     if signed < n and not allow_unsigned_tail:
         return fail(signed, f"{n - signed} entries after the last checkpoint are not signed: they could have been "

@@ -133,7 +133,7 @@ def _pool_rare_cells(counts: np.ndarray, expected: np.ndarray, least: float = 5.
     expecting 0.4 draws)."""
     order = np.argsort(expected)
     merged, cut = 0.0, 0
-    while cut < len(order) and (expected[order[cut]] < least or 0 < merged < least):
+    while cut < len(order) and (expected[order[cut]] < least or (cut > 0 and merged < least)):
         merged += expected[order[cut]]
         cut += 1
     rare, kept = order[:cut], order[cut:]

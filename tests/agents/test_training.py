@@ -272,6 +272,7 @@ def test_loaded_agent_keeps_its_prompt_vision_and_label_and_merging_keeps_output
     assert torch.allclose(a, b, atol=1e-3)  # folding LoRA into the weights changes rounding only
     half = agent_from_adapter(adapter, "car", GenerationConfig(max_new_tokens=6, precision="bfloat16"), merge=True)
     assert half.model.dtype == torch.bfloat16 and plain.model.dtype == torch.float32  # training keeps float32
+    assert half.policy_id == merged.policy_id + ":bfloat16" and merged.policy_id == plain.policy_id
     with torch.no_grad():
         c = half.model(**half.encode(ex.observation)).logits.float()
     assert (c - a).abs().max() < 0.1 * a.abs().max()  # bfloat16 rounds (~3 significant digits), no more

@@ -89,16 +89,33 @@ def test_rollback_of_the_head_alone_and_truncation_below_the_head_are_caught(tmp
     head(log).write_bytes(old_head)  # way 2: an older head beside the newer log
     report = verify(log, pub)
     assert not report.ok and "older than the last checkpoint" in report.problem.reason
-    # A writer killed between the checkpoint's line and the head file leaves this same state; the next
-    # open moves the head up to the checkpoint the log holds, only if the opener's key signed it.
+    # A writer killed between the checkpoint's line and the head file leaves this same state (the head one
+    # checkpoint behind); the next open moves the head up, on the record, only if the opener's key signed it.
     with AuditLog(log, generate(tmp_path / "other.pem", tmp_path / "other.pub"), AuditConfig(checkpoint_every=5)):
         pass
     assert head(log).read_bytes() == old_head
     with AuditLog(log, key, AuditConfig(checkpoint_every=5)):
         pass
     assert verify(log, pub).ok and head(log).read_bytes() != old_head
+    assert b'"kind":"head_caught_up"' in log.read_bytes()
     log.write_bytes(full[: full.rfind(b"\n", 0, len(full) - 1) + 1])  # way 3: cut entries below the head
     assert not verify(log, pub).ok
+
+
+def test_a_head_more_than_one_checkpoint_behind_is_left_as_evidence(tmp_path, keypair):
+    key, pub = keypair
+    log = tmp_path / "a.log"
+    write(log, key, 7, every=5)
+    old_head = head(log).read_bytes()
+    for more in range(2):  # two more checkpoints: no kill leaves the head this far behind
+        with AuditLog(log, key, AuditConfig(checkpoint_every=5)) as w:
+            w.append("decision", {"more": more})
+    head(log).write_bytes(old_head)
+    with AuditLog(log, key, AuditConfig(checkpoint_every=5)):
+        pass
+    report = verify(log, pub)
+    assert not report.ok and "older than the last checkpoint" in report.problem.reason
+    assert b'"kind":"head_caught_up"' not in log.read_bytes()
 
 
 def test_a_forged_tail_after_the_last_checkpoint_fails_unless_allowed(tmp_path, keypair):

@@ -217,7 +217,10 @@ def test_a_kill_between_a_checkpoint_and_its_head_is_caught_up_on_the_next_open(
     with AuditLog(path, key, repair=True):
         pass
     report = verify(path, public)
-    assert report.ok and report.entries == 50  # 48 + the repair record + its checkpoint: nothing lost, nothing added
+    # 48 + the repair record + its checkpoint, then the catch-up on the record and its checkpoint
+    assert report.ok and report.entries == 52
+    caught = [json.loads(line)["body"] for line in read_lines(path).lines if b'"kind":"head_caught_up"' in line]
+    assert [(c["from_size"], c["to_size"]) for c in caught] == [(47, 49)]
 
 
 REPAIR_CHILD = """

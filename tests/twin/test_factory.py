@@ -9,13 +9,13 @@ from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
 from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskConfig
 from safety.factory.guard import FactoryGuard
 from twin.core.config import ConfigError
-from twin.core.randomization import Randomizer, Term, Uniform
+from twin.core.randomization import Randomizer, Term, Uniform, streams
 from twin.factory.arm import UnreachableError
 from twin.factory.command import FactoryCommand
 from twin.factory.params import FACTORY_RANDOMIZATION, FactoryParams, FeederParams
 from twin.factory.parts import KINDS, PartSpec
 from twin.factory.samples import part_frames
-from twin.factory.twin import FactoryTwin, FactoryTwinConfig
+from twin.factory.twin import FACTORY_STREAMS, FactoryTwin, FactoryTwinConfig
 from twin.factory.world import BELT_TOP, BINS, PICK_X
 
 
@@ -68,6 +68,15 @@ def test_a_glare_event_falls_in_the_same_place_however_often_the_camera_was_read
         twin.inject("glare", duration=1.0, magnitude=0.5)
         centres.append(twin.events["glare"]["center"].tolist())
     assert centres[0] == centres[1]
+    # and the glare's stream takes no draw from the episode's generator: what it draws next is unchanged
+    rng = np.random.default_rng(3)
+    twin.reset(rng)
+    after = rng.random()
+    plain = np.random.default_rng(3)
+    twin.randomizer.draw_reset(plain)
+    twin.person.reset(plain, twin.params.person)
+    streams(plain, *FACTORY_STREAMS)
+    assert after == plain.random()
 
 
 def test_parts_ride_the_belt_by_friction_and_get_sorted():

@@ -46,9 +46,18 @@ JAM_DETECT_S = 0.5
 JAM_RETRY_S = 2.0
 """After this long stopped for a jam, the line tries to run again (s)."""
 
-FACTORY_STREAMS = ("parts", "person", "sensors", "glare")
+FACTORY_STREAMS = ("parts", "person", "sensors")
 """Independent random streams of a cell episode (twin.core.randomization.streams): the parts fed in, the person's walk,
-the camera's noise, where a glare event falls (its own stream, so camera reads before it do not move it)."""
+the camera's noise. Where a glare event falls has a stream too ("glare", `_episode_streams`)."""
+
+
+def _episode_streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
+    """The episode's streams, plus "glare": a child of the camera stream's seed (Generator.spawn), so where a
+    glare falls depends neither on how often the camera was read nor adds a draw from the episode's generator
+    (what it draws after a reset, e.g. the parts of twin.factory.samples, stays as it was)."""
+    out = streams(rng, *FACTORY_STREAMS)
+    out["glare"] = out["sensors"].spawn(1)[0]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +136,7 @@ class FactoryTwin:
         self.params = self.config.params
         self.draws: Draws = {}
         self.parts: dict[int, Part] = {}
-        self._streams = streams(np.random.default_rng(0), *FACTORY_STREAMS)
+        self._streams = _episode_streams(np.random.default_rng(0))
         self.t = 0.0
         self.counters: dict[str, float] = {}
 
@@ -143,7 +152,7 @@ class FactoryTwin:
         self.t = 0.0
         self.arm.reset()
         self.person.reset(rng, self.params.person)
-        self._streams = streams(rng, *FACTORY_STREAMS)
+        self._streams = _episode_streams(rng)
         self.scene.apply_colours(self.params.floor_rgb, self.params.belt_rgb)
         self.station.apply_colours(self.params.floor_rgb, self.params.belt_rgb)
         self.station.clear()
