@@ -161,15 +161,15 @@ def main() -> None:
         runs[name] = time_agent(agent_from_adapter(adapter, "car", gen, merge=True), obs, read_drafts(adapter),
                                 args.warmup)
     answers = {name: [a["answer"] for a in run["decisions"]] for name, run in runs.items()}
-    same = answers["speculative"] == answers["plain"]
-    as_float32 = sum(a == b for a, b in zip(answers["speculative"], answers["float32"]))
+    as_plain, as_float32 = (sum(a == b for a, b in zip(answers["speculative"], answers[other]))
+                            for other in ("plain", "float32"))
     fast = runs["speculative"]
+    dtype = GenerationConfig().dtype(torch.device("cpu"))  # what the default precision means here
+    precision = str(dtype).removeprefix("torch.")
     bare, bare32 = (time_bare(manifest.get("base", "smollm2-135m"), fast["prompt_tokens"], fast["answer_tokens"],
-                              repeats=max(3, args.decisions // 4), dtype=dtype)
-                    for dtype in (GenerationConfig().dtype(torch.device("cpu")), torch.float32))
+                              repeats=max(3, args.decisions // 4), dtype=d) for d in (dtype, torch.float32))
     grpo = grpo_step(adapter, args.grpo_steps) if args.grpo_steps > 0 else None
 
-    precision = str(GenerationConfig().dtype(torch.device("cpu"))).removeprefix("torch.")
     table = Table(title=f"VLM agent speed ({adapter.name}, torch threads {torch.get_num_threads()}, "
                         f"{args.decisions} decisions, precision {precision})")
     for col in ("what", "median", "baseline", "ratio", "target"):
@@ -189,7 +189,7 @@ def main() -> None:
                   f"{plain['median_s'] / bare['median_s']:.2f}x", "")
     table.add_row("passes / drafted / sampled", f"{fast['passes']:.0f} / {fast['drafted']:.0f} / {fast['sampled']:.0f}",
                   f"plain {plain['passes']:.0f} passes", "",
-                  f"answers as plain's: {sum(a == b for a, b in zip(answers['speculative'], answers['plain']))}/{len(obs)}")
+                  f"answers as plain's: {as_plain}/{len(obs)}")
     table.add_row("share: prompt / grammar / passes", " / ".join(f"{v:.0%}" for v in fast["share"].values()), "", "", "")
     table.add_row("tokens (prompt / answer)", f"{fast['prompt_tokens']} / {fast['answer_tokens']}", "", "", "")
     if grpo:
@@ -205,7 +205,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(), "adapter": str(adapter.relative_to(ROOT) if adapter.is_relative_to(ROOT)
                                                       else adapter),
         "cpu": cpu_name(), "precision": precision, "decision_speculative": fast, "decision_plain": plain,
-        "decision_float32": single, "same_answers": same, "answers_as_float32": as_float32, "bare_lm": bare,
+        "decision_float32": single, "same_answers": as_plain == len(obs), "answers_as_float32": as_float32, "bare_lm": bare,
         "bare_lm_float32": bare32,
         "grpo_step": grpo,
         "targets": {"decision_s": TARGET_DECISION_S, "grpo_step_s": TARGET_GRPO_STEP_S},

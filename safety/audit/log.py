@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from safety.audit.keys import key_id
 from safety.audit.merkle import MerkleFrontier, leaf_hash
@@ -136,6 +136,17 @@ def entry_hash(entry: Mapping[str, Any]) -> str:
 def head_payload(body: Mapping[str, Any]) -> bytes:
     """The bytes a checkpoint's signature covers."""
     return canonical({k: body[k] for k in ("tree_size", "root", "chain_head", "key_id", "signed_at")})
+
+
+def signature_problem(body: Mapping[str, Any], public: Ed25519PublicKey, kid: str) -> str | None:
+    """What is wrong with a checkpoint body's (or head's) signature under the trusted key, or None."""
+    if body.get("key_id") != kid:
+        return f"checkpoint signed by key {body.get('key_id')!r}, not the trusted key {kid}"
+    try:
+        public.verify(bytes.fromhex(body["signature"]), head_payload(body))
+    except (InvalidSignature, ValueError, KeyError, TypeError):
+        return "checkpoint signature does not verify (forged or altered checkpoint)"
+    return None
 
 
 @dataclasses.dataclass
@@ -253,7 +264,8 @@ class AuditLog:
         self._prev = GENESIS
         self._since_checkpoint = 0
         stream = LineStream(self.path)  # streamed: opening a long log does not hold it in memory
-        count, checkpoints = 0, []  # the bodies of the checkpoints that match the entries before them
+        # The last checkpoint that matches the entries before it, and the size of the one before that
+        count, last_checkpoint, size_before = 0, None, 0
         for i, line in enumerate(stream):
             count += 1
             fields = line_fields(line)
@@ -266,7 +278,8 @@ class AuditLog:
                 body = json.loads(line).get("body")
                 if (isinstance(body, dict) and body.get("tree_size") == i and body.get("chain_head") == self._prev
                         and body.get("root") == self._frontier.root().hex()):
-                    checkpoints.append(body)
+                    size_before = last_checkpoint["tree_size"] if last_checkpoint else 0
+                    last_checkpoint = body
             self._frontier.add(leaf_hash(line))
             self._prev = fields[3]
             self._since_checkpoint = 0 if fields[1] == "checkpoint" else self._since_checkpoint + 1
@@ -296,7 +309,7 @@ class AuditLog:
             torn = quarantine.read_bytes()
             self.append("repair", {"torn_offset": end, "torn_bytes": len(torn),
                                    "torn_sha256": hashlib.sha256(torn).hexdigest(), "quarantined_to": quarantine.name})
-        self._catch_up_head(checkpoints, signed_size)
+        self._catch_up_head(last_checkpoint, size_before, signed_size)
 
     @property
     def size(self) -> int:
@@ -346,19 +359,13 @@ class AuditLog:
         tmp.write_text(json.dumps(body, indent=1))
         os.replace(tmp, self.head_path)
 
-    def _catch_up_head(self, checkpoints: list[dict[str, Any]], signed_size: int) -> None:
+    def _catch_up_head(self, last: dict[str, Any] | None, size_before: int, signed_size: int) -> None:
         """Bring the head file up to the last checkpoint in exactly the state a kill leaves: the head
-        one checkpoint behind (or missing after the first), the last checkpoint matching the entries
-        before it and signed by this log's key. The move is itself logged ("head_caught_up", from and
-        to which size), so it is on the record. Any other stale head is left as verify's evidence."""
-        if not checkpoints or checkpoints[-1]["tree_size"] <= signed_size:
-            return
-        last, before = checkpoints[-1], (checkpoints[-2]["tree_size"] if len(checkpoints) > 1 else 0)
-        if signed_size != before:
-            return
-        try:
-            self.key.public_key().verify(bytes.fromhex(last["signature"]), head_payload(last))
-        except (InvalidSignature, KeyError, TypeError, ValueError):
+        at the checkpoint before it (or missing before the first), the last checkpoint matching the
+        entries before it and signed by this log's key. The move is itself logged ("head_caught_up",
+        from and to which size), so it is on the record. Any other stale head is left as verify's evidence."""
+        if (last is None or signed_size != size_before
+                or signature_problem(last, self.key.public_key(), self.key_id) is not None):
             return
         self._write_head(last)
         self.append("head_caught_up", {"from_size": signed_size, "to_size": last["tree_size"],
