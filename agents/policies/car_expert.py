@@ -50,10 +50,14 @@ class ScriptedCarExpert:
     policy_id = "scripted-expert-v1"
     label = "expert (privileged)"
 
+    def params(self, category: str, target_speed: float | None, half_width: float, car_width: float) -> MPCParams:
+        """The parameters for one instruction (a subclass may tune them differently)."""
+        return expert_params(category, target_speed, half_width, car_width)
+
     def decide(self, observation: Observation) -> Decision:
         priv = observation.privileged
-        params = expert_params(priv["category"], priv.get("target_speed"), observation.state["half_width"],
-                               float(priv.get("car_width", 0.31)))
+        params = self.params(priv["category"], priv.get("target_speed"), observation.state["half_width"],
+                             float(priv.get("car_width", 0.31)))
         target = f" at {priv['target_speed']:g} m/s" if priv["category"] == "velocity" else ""
         thought = f"The instruction asks for '{priv['category']}'{target}; I set the parameters that serve it."
         return Decision(action=params.as_dict(), policy_id=self.policy_id, thought=thought)

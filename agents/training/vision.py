@@ -33,6 +33,8 @@ REGRESSION = {"factory": (), "car": ("lateral_offset", "heading_error", "curvatu
 FLIPS = {"factory": True, "car": False}
 """Random flips as augmentation: a flipped part keeps its labels; a flipped road would not."""
 TOWER_FILE = "vision_tower.safetensors"
+SOURCES = ("placed", "line")
+"""Where factory frames come from (see VisionPretrainArgs.source)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,10 @@ class VisionPretrainArgs:
 
     task: str = "factory"
     """'factory' (defect and kind labels) or 'car' (pose and curvature labels)."""
+    source: str = "placed"
+    """Factory frames: 'placed' (one part set under the camera in an empty cell: fast, half of them defective)
+    or 'line' (the frames the inspecting policy meets on the running line). Factory held-out scores are
+    reported on both kinds ('line_' keys for the line's), whichever trains."""
     frames: int = bounded(1024, 8, 1_000_000)
     """Training frames rendered in the twin."""
     heldout_frames: int = bounded(256, 8, 1_000_000)
@@ -60,16 +66,22 @@ class VisionPretrainArgs:
         check_bounds(self)
         if self.task not in CLASSES:
             raise ConfigError(f"VisionPretrainArgs.task {self.task!r} must be one of {sorted(CLASSES)}")
+        if self.source not in SOURCES:
+            raise ConfigError(f"VisionPretrainArgs.source {self.source!r} must be one of {SOURCES}")
+        if self.source == "line" and self.task != "factory":
+            raise ConfigError("VisionPretrainArgs.source 'line' is for the factory; the car's frames come from "
+                              "random poses on the training tracks")
 
 
-def labelled_frames(task: str, n: int, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def labelled_frames(task: str, n: int, seed: int, source: str = "placed") -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """n frames (n, H, W, 3) uint8 and their privileged labels, name -> (n,) array."""
     if task == "factory":
         from agents.tasks.factory.envs import KIND_ORDER
+        from agents.tasks.factory.line_frames import line_frames
         from twin.factory.parts import DEFECTS
         from twin.factory.samples import part_frames
 
-        frames, specs = part_frames(n, seed)
+        frames, specs = (line_frames if source == "line" else part_frames)(n, seed)
         return frames, {"defective": np.array([s.defective for s in specs], np.int64),
                         "defect": np.array([DEFECTS.index(s.defect) for s in specs], np.int64),
                         "kind": np.array([KIND_ORDER.index(s.kind) for s in specs], np.int64)}
@@ -155,8 +167,8 @@ def scores(probe: Probe, pixels: torch.Tensor, targets: dict[str, torch.Tensor])
 def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None, progress: Progress | None = None) -> Path:
     vision = vision or VisionConfig()
     torch.manual_seed(args.seed)
-    frames, labels = labelled_frames(args.task, args.frames, args.seed)
-    held_frames, held_labels = labelled_frames(args.task, args.heldout_frames, args.seed + 10_000)
+    frames, labels = labelled_frames(args.task, args.frames, args.seed, args.source)
+    held_frames, held_labels = labelled_frames(args.task, args.heldout_frames, args.seed + 10_000, args.source)
     # Regression targets standardised with the training set's statistics.
     stats = {k: (float(v.mean()), float(v.std() + 1e-8)) for k, v in labels.items() if v.dtype != np.int64}
 
@@ -166,12 +178,24 @@ def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None, progr
 
     device = default_device()
     x, y = to_pixels(frames, vision.image_size).to(device), {k: v.to(device) for k, v in tensors(labels).items()}
-    hx = to_pixels(held_frames, vision.image_size).to(device)
-    hy = {k: v.to(device) for k, v in tensors(held_labels).items()}
+    # Held-out frames of the training source, and for the factory of the other source too: a tower trained
+    # on placed parts is judged on the line's frames as well, since those are what the policy decides on.
+    # Score keys: placed frames (and the car's) unprefixed, the line's with 'line_'.
+    sources = (args.source,) + tuple(s for s in SOURCES if s != args.source and args.task == "factory")
+    held = {}
+    for i, source in enumerate(sources):
+        hf, hl = (held_frames, held_labels) if i == 0 else labelled_frames(args.task, args.heldout_frames,
+                                                                            args.seed + 20_000, source)
+        held["line_" if source == "line" else ""] = (to_pixels(hf, vision.image_size).to(device),
+                                                    {k: v.to(device) for k, v in tensors(hl).items()})
+
+    def heldout() -> dict[str, float]:
+        return {f"{prefix}{k}": v for prefix, (hx, hy) in held.items() for k, v in scores(probe, hx, hy).items()}
+
     probe = Probe(vision, args.task).to(device)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=args.lr, weight_decay=0.01)
     rng = np.random.default_rng(args.seed)
-    history = [{"epoch": 0, **scores(probe, hx, hy)}]
+    history = [{"epoch": 0, **heldout()}]
     batches = max(1, len(x) // args.batch_size)
     with progress_stage(progress, f"vision {args.task}", args.epochs * batches) as bar:
         for epoch in range(1, args.epochs + 1):
@@ -190,11 +214,11 @@ def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None, progr
                 total += float(loss.detach())
                 bar.advance()
             history.append({"epoch": epoch, "loss": total / batches, "seconds": time.perf_counter() - t0,
-                            **scores(probe, hx, hy)})
+                            **heldout()})
     args.out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in probe.tower.state_dict().items()}, args.out / TOWER_FILE)
     (args.out / "vision.json").write_text(json.dumps(dataclasses.asdict(vision)))
-    (args.out / "metrics.json").write_text(json.dumps({"task": args.task, "frames": args.frames,
+    (args.out / "metrics.json").write_text(json.dumps({"task": args.task, "source": args.source, "frames": args.frames,
                                                        "heldout_frames": args.heldout_frames, "history": history,
                                                        "label_stats": stats}, indent=1))
     return args.out

@@ -11,6 +11,7 @@ from stable_baselines3.common.env_checker import check_env
 from agents.policies.sb3 import SB3Policy
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from agents.tasks.factory.line_frames import FIRST_SEED, line_frames
 from agents.training.sb3 import SB3Args, make_env, train_sb3
 from agents.training.vision import VisionPretrainArgs, labelled_frames, load_tower, pretrain
 from agents.vlm.model import VisionConfig, build_vlm
@@ -28,12 +29,33 @@ def test_car_frames_are_labelled_with_the_pose_they_show():
     assert np.array_equal(frames, again) and all(np.array_equal(labels[k], labels2[k]) for k in labels)
 
 
+def test_line_frames_are_what_the_inspecting_policy_sees_labelled_with_the_part_it_shows():
+    frames, specs = line_frames(6, seed=3, parts_per_episode=4)
+    assert frames.shape == (6, 64, 64, 3) and frames.dtype == np.uint8 and len(specs) == 6
+    again, specs2 = line_frames(6, seed=3, parts_per_episode=4)
+    assert np.array_equal(frames, again) and specs == specs2  # same seed, same frames
+    # The first frame of a line episode is the env's own observation of its first part.
+    env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=4))
+    rng = np.random.default_rng([3, 7])
+    obs, _ = env.reset(seed=int(rng.integers(FIRST_SEED, 2**31)))
+    assert np.array_equal(obs["image"], frames[0]) and env.part.spec == specs[0]
+    env.close()
+    _, labels = labelled_frames("factory", 6, seed=3, source="line")
+    assert list(labels["defective"]) == [int(s.defective) for s in line_frames(6, 3)[1]]
+    with pytest.raises(ConfigError, match="source 'line' is for the factory"):
+        VisionPretrainArgs(task="car", source="line")
+    with pytest.raises(ConfigError, match="must be one of"):
+        VisionPretrainArgs(source="belt")
+
+
 def test_pretrained_tower_drops_into_the_vlm_and_a_mismatch_is_refused(tmp_path):
     out = pretrain(VisionPretrainArgs(task="factory", frames=16, heldout_frames=8, epochs=1, batch_size=8,
                                       out=tmp_path / "v"))
     metrics = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [0, 1]
-    assert {"defective_accuracy", "defect_accuracy", "kind_accuracy"} <= set(metrics["history"][-1])
+    # Judged on placed parts and on the line's frames (what the policy decides on), whichever trained it.
+    assert {"defective_accuracy", "defect_accuracy", "kind_accuracy", "line_defective_accuracy",
+            "line_defect_accuracy", "line_kind_accuracy"} <= set(metrics["history"][-1])
     model, _, _ = build_vlm(seed=0)
     load_tower(model, out, VisionConfig())
     saved = load_file(out / "vision_tower.safetensors")

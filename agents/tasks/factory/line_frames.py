@@ -1,0 +1,44 @@
+"""Labelled frames of parts as the running line shows them to the inspecting policy.
+
+`twin.factory.samples.part_frames` places one part under the camera in an otherwise empty
+cell: fast, balanced, but not what a policy meets. Here the inspection env runs the line
+(belt, arm, feeder, randomized cell) and each frame is the one `FactoryInspectionEnv`
+observes when a part awaits its decision, labelled with that part's spec. Every part is
+accepted (the decision changes where the part goes, not how the next one looks).
+Episode seeds are drawn from 10_000 up, so they never meet the evaluation's (1000 + episode).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from twin.factory.parts import PartSpec
+from twin.factory.twin import DECISIONS
+
+PARTS_PER_EPISODE = 32
+"""Parts decided per line episode: long enough that a reset's cost is small, short enough that the
+randomized cell (lighting, colours, camera) is redrawn often."""
+FIRST_SEED = 10_000
+"""Line episodes start from seeds at or above this (evaluation episodes use 1000 + episode)."""
+
+
+def line_frames(n: int, seed: int, parts_per_episode: int = PARTS_PER_EPISODE) -> tuple[np.ndarray, list[PartSpec]]:
+    """n inspection frames (n, H, W, 3) uint8 from the running line and the spec of the part in each."""
+    env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=parts_per_episode))
+    rng = np.random.default_rng([seed, 7])
+    frames: list[np.ndarray] = []
+    specs: list[PartSpec] = []
+    accept = DECISIONS.index("accept")
+    try:
+        while len(frames) < n:
+            env.reset(seed=int(rng.integers(FIRST_SEED, 2**31)))
+            while env.part is not None and len(frames) < n:
+                frames.append(np.array(env.frame, np.uint8))
+                specs.append(env.part.spec)
+                _, _, terminated, truncated, _ = env.step(accept)
+                if terminated or truncated:
+                    break
+    finally:
+        env.close()
+    return np.stack(frames), specs
