@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.tasks.factory.line_frames import SOURCES
 from agents.training.run import finish_run, resume_optimizer, save_checkpoint, start_run
 from agents.training.sft_data import Example, car_examples, factory_examples
 from agents.vlm.lora import LoraSettings
@@ -35,6 +36,9 @@ class SFTArgs:
 
     task: str = "car"
     """'car' (MPC parameters) or 'factory' (part decisions)."""
+    source: str = "placed"
+    """Factory frames: 'placed' (one part set under the camera in an empty cell, half of them defective) or
+    'line' (the frames the inspecting policy meets on the running line, agents.tasks.factory.line_frames)."""
     base: str = DEFAULT_MODEL
     """Base language model: the default, or a local Hugging Face directory."""
     examples: int = bounded(256, 1, 1_000_000)
@@ -65,12 +69,15 @@ class SFTArgs:
         check_bounds(self)
         if self.task not in VERSIONS:
             raise ConfigError(f"SFTArgs.task {self.task!r} must be one of {sorted(VERSIONS)}")
+        if self.source not in SOURCES or (self.source == "line" and self.task != "factory"):
+            raise ConfigError(f"SFTArgs.source {self.source!r} must be one of {SOURCES}, and 'line' is for the "
+                              "factory only")
 
 
 def make_examples(args: SFTArgs) -> list[Example]:
     if args.task == "car":
         return car_examples(args.examples, args.seed, split="train")
-    return factory_examples(args.examples, args.seed)
+    return factory_examples(args.examples, args.seed, args.source)
 
 
 def batch_tensors(agent: VLMAgent, batch: list[Example]) -> dict[str, torch.Tensor]:

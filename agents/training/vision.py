@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
+from agents.tasks.factory.line_frames import SOURCES
 from agents.vlm.model import VisionConfig, default_device, pixel_values
 from twin.core.config import ConfigError, bounded, check_bounds, parse_config
 from twin.core.progress import Progress, progress_stage
@@ -33,8 +34,6 @@ REGRESSION = {"factory": (), "car": ("lateral_offset", "heading_error", "curvatu
 FLIPS = {"factory": True, "car": False}
 """Random flips as augmentation: a flipped part keeps its labels; a flipped road would not."""
 TOWER_FILE = "vision_tower.safetensors"
-SOURCES = ("placed", "line")
-"""Where factory frames come from (see VisionPretrainArgs.source)."""
 
 
 @dataclasses.dataclass(frozen=True)

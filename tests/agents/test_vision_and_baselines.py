@@ -126,3 +126,16 @@ def test_shipped_adapter_loads_as_trained_and_decides_on_a_held_out_track():
     # the trained format (possibly with a field repaired), not a fallback
     assert decision.parse_status.split(":")[0] in ("ok", "repaired"), decision.raw_output
     assert MPCParams(**decision.action) and decision.thought
+
+
+def test_factory_sft_examples_come_from_the_line_when_asked():
+    from agents.training.sft import SFTArgs
+    from agents.training.sft_data import factory_examples
+
+    examples = factory_examples(4, seed=3, source="line")
+    frames, specs = line_frames(4, seed=3)
+    assert all(np.array_equal(ex.observation.image, f) for ex, f in zip(examples, frames))
+    assert [ex.observation.privileged["defective"] for ex in examples] == [s.defective for s in specs]
+    assert all(("Reject" in ex.target) == s.defective for ex, s in zip(examples, specs))
+    with pytest.raises(ConfigError, match="'line' is for the factory"):
+        SFTArgs(task="car", source="line")

@@ -16,6 +16,9 @@ from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
 from twin.factory.parts import PartSpec
 from twin.factory.twin import DECISIONS
 
+SOURCES = ("placed", "line")
+"""Where factory training frames come from: 'placed' (twin.factory.samples.part_frames: one part set under the
+camera in an empty cell, half of them defective) or 'line' (line_frames: what the inspecting policy meets)."""
 PARTS_PER_EPISODE = 32
 """Parts decided per line episode: long enough that a reset's cost is small, short enough that the
 randomized cell (lighting, colours, camera) is redrawn often."""
