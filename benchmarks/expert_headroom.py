@@ -94,9 +94,9 @@ def suggest(trial: optuna.Trial, category: str) -> dict[str, float]:
 
 def expert_tune(category: str) -> dict[str, float]:
     """The expert's own tune written in the search's keys (for a track of the default width), the first trial."""
-    p = expert_params(category, 1.0 if category == "velocity" else -1.0, 1.0, 0.3).as_dict()
-    tune = {k: p[k] for k in ABSOLUTE}
     target = 1.0 if category == "velocity" else -1.0
+    p = expert_params(category, target, 1.0, 0.3).as_dict()
+    tune = {k: p[k] for k in ABSOLUTE}
     if category in RELATIVE_SPEED:
         tune |= {"dv_below": target - p["v_min"], "dv_above": p["v_max"] - target}
     else:
@@ -121,14 +121,9 @@ class SearchEpisodes:
             self.envs.append(env)
 
     def score(self, tune: Mapping[str, float]) -> float:
-        """The tune's mean score over the episodes."""
-        scores = []
-        for env in self.envs:
-            twin = env._twin(env.track_name)
-            params = tuned_params(self.category, tune, env.instruction.target_speed, twin.track.half_width,
-                                  twin.params.vehicle.width)
-            scores.append(env.evaluate(params).improvement)
-        return float(np.mean(scores))
+        """The tune's mean score over the episodes (decided as TunedCarExpert decides, from the observation)."""
+        policy = TunedCarExpert({self.category: tune})
+        return float(np.mean([env.evaluate(policy.decide(env.observation()).action).improvement for env in self.envs]))
 
     def close(self) -> None:
         for env in self.envs:

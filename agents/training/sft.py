@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.tasks.factory.line_frames import SOURCES
+from agents.tasks.factory.line_frames import check_source
 from agents.training.run import finish_run, resume_optimizer, save_checkpoint, start_run
 from agents.training.sft_data import Example, car_examples, factory_examples
 from agents.vlm.lora import LoraSettings
@@ -69,9 +69,7 @@ class SFTArgs:
         check_bounds(self)
         if self.task not in VERSIONS:
             raise ConfigError(f"SFTArgs.task {self.task!r} must be one of {sorted(VERSIONS)}")
-        if self.source not in SOURCES or (self.source == "line" and self.task != "factory"):
-            raise ConfigError(f"SFTArgs.source {self.source!r} must be one of {SOURCES}, and 'line' is for the "
-                              "factory only")
+        check_source("SFTArgs", self.source, self.task)
 
 
 def make_examples(args: SFTArgs) -> list[Example]:

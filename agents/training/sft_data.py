@@ -19,10 +19,9 @@ from agents.policies.car_expert import ScriptedCarExpert
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.tasks.car.instructions import written_speed
 from agents.tasks.factory.envs import INSTRUCTION, KIND_ORDER
-from agents.tasks.factory.line_frames import line_frames
+from agents.tasks.factory.line_frames import factory_frames
 from twin.car.tracks import TRAIN_TRACKS
 from twin.core.contracts import Observation
-from twin.factory.samples import part_frames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +90,7 @@ DEFECT_WORDS = {
 
 def factory_examples(n: int, seed: int, source: str = "placed") -> list[Example]:
     """n expert answers on factory frames: 'placed' parts (part_frames) or the running line's (line_frames)."""
-    frames, specs = (line_frames if source == "line" else part_frames)(n, seed)
+    frames, specs = factory_frames(n, seed, source)
     out = []
     for frame, spec in zip(frames, specs):
         state = {"belt_speed": 0.2, **{f"kind_{k}": float(k == spec.kind) for k in KIND_ORDER}}

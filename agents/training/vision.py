@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-from agents.tasks.factory.line_frames import SOURCES
+from agents.tasks.factory.line_frames import SOURCES, check_source
 from agents.vlm.model import VisionConfig, default_device, pixel_values
 from twin.core.config import ConfigError, bounded, check_bounds, parse_config
 from twin.core.progress import Progress, progress_stage
@@ -65,22 +65,17 @@ class VisionPretrainArgs:
         check_bounds(self)
         if self.task not in CLASSES:
             raise ConfigError(f"VisionPretrainArgs.task {self.task!r} must be one of {sorted(CLASSES)}")
-        if self.source not in SOURCES:
-            raise ConfigError(f"VisionPretrainArgs.source {self.source!r} must be one of {SOURCES}")
-        if self.source == "line" and self.task != "factory":
-            raise ConfigError("VisionPretrainArgs.source 'line' is for the factory; the car's frames come from "
-                              "random poses on the training tracks")
+        check_source("VisionPretrainArgs", self.source, self.task)
 
 
 def labelled_frames(task: str, n: int, seed: int, source: str = "placed") -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """n frames (n, H, W, 3) uint8 and their privileged labels, name -> (n,) array."""
     if task == "factory":
         from agents.tasks.factory.envs import KIND_ORDER
-        from agents.tasks.factory.line_frames import line_frames
+        from agents.tasks.factory.line_frames import factory_frames
         from twin.factory.parts import DEFECTS
-        from twin.factory.samples import part_frames
 
-        frames, specs = (line_frames if source == "line" else part_frames)(n, seed)
+        frames, specs = factory_frames(n, seed, source)
         return frames, {"defective": np.array([s.defective for s in specs], np.int64),
                         "defect": np.array([DEFECTS.index(s.defect) for s in specs], np.int64),
                         "kind": np.array([KIND_ORDER.index(s.kind) for s in specs], np.int64)}
@@ -180,13 +175,13 @@ def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None, progr
     # Held-out frames of the training source, and for the factory of the other source too: a tower trained
     # on placed parts is judged on the line's frames as well, since those are what the policy decides on.
     # Score keys: placed frames (and the car's) unprefixed, the line's with 'line_'.
-    sources = (args.source,) + tuple(s for s in SOURCES if s != args.source and args.task == "factory")
-    held = {}
-    for i, source in enumerate(sources):
-        hf, hl = (held_frames, held_labels) if i == 0 else labelled_frames(args.task, args.heldout_frames,
-                                                                            args.seed + 20_000, source)
-        held["line_" if source == "line" else ""] = (to_pixels(hf, vision.image_size).to(device),
-                                                    {k: v.to(device) for k, v in tensors(hl).items()})
+    raw_held = {args.source: (held_frames, held_labels)}
+    if args.task == "factory":
+        other = next(s for s in SOURCES if s != args.source)
+        raw_held[other] = labelled_frames(args.task, args.heldout_frames, args.seed + 20_000, other)
+    held = {("line_" if source == "line" else ""): (to_pixels(hf, vision.image_size).to(device),
+                                                   {k: v.to(device) for k, v in tensors(hl).items()})
+            for source, (hf, hl) in raw_held.items()}
 
     def heldout() -> dict[str, float]:
         return {f"{prefix}{k}": v for prefix, (hx, hy) in held.items() for k, v in scores(probe, hx, hy).items()}

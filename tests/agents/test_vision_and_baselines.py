@@ -139,4 +139,3 @@ def test_factory_sft_examples_come_from_the_line_when_asked():
     assert all(("Reject" in ex.target) == s.defective for ex, s in zip(examples, specs))
     with pytest.raises(ConfigError, match="'line' is for the factory"):
         SFTArgs(task="car", source="line")
-

@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from twin.core.config import ConfigError
 from twin.factory.parts import PartSpec
+from twin.factory.samples import part_frames
 from twin.factory.twin import DECISIONS
 
 SOURCES = ("placed", "line")
@@ -45,3 +47,18 @@ def line_frames(n: int, seed: int, parts_per_episode: int = PARTS_PER_EPISODE) -
     finally:
         env.close()
     return np.stack(frames), specs
+
+
+def check_source(owner: str, source: str, task: str) -> None:
+    """Refuse a frame source that is unknown, or 'line' for a task other than the factory (`owner` names the
+    config in the message)."""
+    if source not in SOURCES:
+        raise ConfigError(f"{owner}.source {source!r} must be one of {SOURCES}")
+    if source == "line" and task != "factory":
+        raise ConfigError(f"{owner}.source 'line' is for the factory; the car's frames come from its own episodes")
+
+
+def factory_frames(n: int, seed: int, source: str) -> tuple[np.ndarray, list[PartSpec]]:
+    """n labelled factory frames from `source` (see SOURCES)."""
+    check_source("factory_frames", source, "factory")
+    return (line_frames if source == "line" else part_frames)(n, seed)
