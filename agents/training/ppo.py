@@ -25,11 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.evaluation.evaluate import EvalConfig, evaluate_factory, vlm_policies
 from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
 from agents.tasks.factory.faithfulness import thought_agreement
 from agents.training.audit import log_sample, open_training_log
 from agents.training.run import (
     RLRunArgs,
+    Run,
     finish_run,
     out_of_time,
     resume_optimizer,
@@ -40,8 +42,10 @@ from agents.training.run import (
 )
 from agents.vlm.constrained import ActionGrammar, action_grammar
 from agents.vlm.logprobs import action_mask, decision_logprob, score_decisions, token_char_spans
+from agents.vlm.lora import save_adapter
 from agents.vlm.model import training_autocast
 from agents.vlm.parsing import Parsed, parse_factory
+from agents.vlm.speculative import save_drafts
 from safety.lagrangian import Lagrange, LagrangeConfig
 from twin.core.config import ConfigError, bounded, parse_config
 from twin.core.progress import Progress, progress_stage
@@ -86,11 +90,24 @@ class PPOArgs(RLRunArgs):
     """Weight of the faithfulness term (1 when the thought agrees with the decision: no other decision
     concluded, no defect reported on an accepted part, no clean part rejected). 0.25, the hold penalty's
     size: a quarter of a correct decision, so it steers the wording without outweighing correctness."""
+    validate_every: int = bounded(0, 0, 1_000_000)
+    """Every this many iterations, and once before the first, decide a fixed set of held-out parts as `shakedown
+    eval factory` does (merged weights, greedy, constrained) and keep the most accurate adapter so far in out/best/
+    (the starting adapter competes too: if no iteration beats it, best/ holds its weights); 0: no check. Greedy
+    decisions can move away from a sampled accuracy that rose, and back, within a few iterations."""
+    validate_episodes: int = bounded(8, 1, 10_000)
+    """Inspection episodes of the check, parts_per_episode parts each."""
+    validate_seed: int = bounded(500, 0, 2**31 - 1)
+    """First seed of the check's episodes: below the evaluation's (1000 on, EvalConfig.seed), so choosing the best
+    adapter by the check does not peek at the parts the evaluation reports on."""
     out: Path = Path("runs/ppo-factory")
-    """Run folder: checkpoint/, adapter/, curve.json (and audit.log with --audit)."""
+    """Run folder: checkpoint/, adapter/, curve.json, best/ with --validate-every (and audit.log with --audit)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.validate_every and self.validate_seed + self.validate_episodes > EvalConfig.seed:
+            raise ConfigError(f"PPOArgs.validate_seed = {self.validate_seed} with {self.validate_episodes} episodes reaches "
+                              f"the evaluation's seeds ({EvalConfig.seed} on): choose a lower --validate-seed")
         if self.rollout_steps % self.num_envs:
             raise ConfigError(f"PPOArgs.rollout_steps = {self.rollout_steps} must be a multiple of num_envs = "
                               f"{self.num_envs} (each line decides the same number of parts per iteration)")
@@ -154,6 +171,27 @@ def faithfulness_term(parsed: Parsed, weight: float) -> float:
     return 0.0 if parsed.failed else weight * thought_agreement(parsed.thought, parsed.action["decision"])
 
 
+def validate(run: Run, args: PPOArgs) -> dict[str, float]:
+    """The policy as it is now, judged as the evaluation judges it: saved as out/candidate, loaded merged at the
+    evaluation's precision, and run greedily on the check's parts; accuracy and the false accept/reject shares."""
+    candidate = run.out / "candidate"
+    save_adapter(run.model, candidate, run.manifest, write_extra=lambda folder: save_drafts(folder, run.drafts))
+    cfg = EvalConfig("factory", adapters=(str(candidate),), zero_shot=False, episodes=args.validate_episodes,
+                     parts=args.parts_per_episode, seed=args.validate_seed)
+    rows = evaluate_factory(cfg, vlm_policies(cfg))
+    return {f"val_{k}": float(np.mean([r[k] for r in rows])) for k in ("correct", "false_accept", "false_reject")}
+
+
+def keep_if_best(run: Run, check: dict[str, float], best: dict[str, float], iteration: int) -> dict[str, float]:
+    """out/best/ becomes this policy if its check is strictly more accurate than the best so far (ties keep the
+    earlier, closer to the starting policy); returns the best check with its iteration."""
+    if best and check["val_correct"] <= best["val_correct"]:
+        return best
+    save_adapter(run.model, run.out / "best", {**run.manifest, "iteration": iteration, "validation": check},
+                 write_extra=lambda folder: save_drafts(folder, run.drafts))
+    return {**check, "iteration": iteration}
+
+
 def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
     run = start_run("factory", "ppo", args, args.out, args.base, args.seed, adapter=args.adapter,
                     resume=args.resume)
@@ -163,13 +201,16 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
     params = trainable_parameters(model, args.train_vision) + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
-    iteration, log = 0, []
+    iteration, log, best = 0, [], {}
     state = run.trainer_state()
     if state is not None:
         value_head.load_state_dict(state["value_head"])
         resume_optimizer(optimizer, state, args.lr)
         lagrange.load_state_dict(state["lagrange"])
-        iteration, log = state["iteration"], state["log"]
+        iteration, log, best = state["iteration"], state["log"], state.get("best", {})
+    if args.validate_every and not best:
+        best = keep_if_best(run, validate(run, args), best, iteration)
+        print(f"held-out check before PPO (iteration {iteration}): accuracy {best['val_correct']:.3f}")
     envs = [FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=args.parts_per_episode))
             for _ in range(args.num_envs)]
     audit = open_training_log(args.out, args.audit)
@@ -259,12 +300,18 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
                         "loss": float(np.mean(losses)), "clipfrac": float(np.mean(clipfracs)),
                         **{f"reward_{k}": v / len(steps) for k, v in terms_sum.items()},
                         **{f"seconds_{k}": v for k, v in timing.items()}, "seconds": time.perf_counter() - t0})
-            bar.advance(note=f"acc {log[-1]['accuracy']:.2f}")
+            if args.validate_every and iteration % args.validate_every == 0:
+                check = validate(run, args)
+                log[-1].update(check)
+                best = keep_if_best(run, check, best, iteration)
+            bar.advance(note=f"acc {log[-1]['accuracy']:.2f}" + (f" check {log[-1]['val_correct']:.2f}"
+                                                                  if "val_correct" in log[-1] else ""))
             if (iteration % args.checkpoint_every == 0 or iteration == args.iterations
                     or out_of_time(started, args.max_minutes)):
                 save_checkpoint(run, {"iteration": iteration}, {"value_head": value_head.state_dict(),
                                                                 "optimizer": optimizer.state_dict(),
-                                                                "lagrange": lagrange.state_dict(), "log": log})
+                                                                "lagrange": lagrange.state_dict(), "log": log,
+                                                                "best": best})
     for env in envs:
         env.close()
     if audit is not None:

@@ -3,11 +3,13 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.evaluation.evaluate import EvalConfig, evaluate_factory, vlm_policies
 from agents.training.run import resume_optimizer
 from agents.training.sft import SFTArgs, train_sft
 from agents.training.sft_data import car_examples, factory_examples
@@ -294,8 +296,11 @@ def test_ppo_iteration_end_to_end_and_resume(factory_sft, trained, tmp_path):
         train_ppo(PPOArgs(adapter=str(trained[1]), iterations=1, out=tmp_path / "wrong"))
     with pytest.raises(ConfigError, match="multiple of num_envs"):
         PPOArgs(rollout_steps=6, num_envs=4)
+    with pytest.raises(ConfigError, match="reaches the evaluation's seeds"):
+        PPOArgs(validate_every=1, validate_seed=995, validate_episodes=8)  # choosing by the check would peek
     args = PPOArgs(adapter=str(factory_sft), iterations=1, rollout_steps=4, num_envs=2, epochs=1, minibatch=2,
-                   max_new_tokens=8, parts_per_episode=2, out=tmp_path, checkpoint_every=1, audit=True)
+                   max_new_tokens=8, parts_per_episode=2, out=tmp_path, checkpoint_every=1, audit=True,
+                   validate_every=1, validate_episodes=1)
     train_ppo(args)
     log = json.loads((tmp_path / "curve.json").read_text())
     assert len(log) == 1 and {"reward", "accuracy", "parsed", "clipfrac", "lambda"} <= set(log[0])
@@ -303,6 +308,14 @@ def test_ppo_iteration_end_to_end_and_resume(factory_sft, trained, tmp_path):
     train_ppo(PPOArgs(**{**args.__dict__, "iterations": 2, "resume": True}))
     log2 = json.loads((tmp_path / "curve.json").read_text())
     assert [e["iteration"] for e in log2] == [1, 2] and log2[0] == log[0]
+    # best/ holds the policy with the most accurate held-out check (iteration 0: the starting adapter), and
+    # deciding the check's parts again as the evaluation does reproduces the accuracy it was kept for
+    best = read_manifest(tmp_path / "best")
+    assert best["iteration"] in (0, 1, 2) and all(best["validation"]["val_correct"] >= e["val_correct"] for e in log2)
+    cfg = EvalConfig("factory", adapters=(str(tmp_path / "best"),), zero_shot=False, episodes=1, parts=2,
+                     seed=args.validate_seed)
+    rows = evaluate_factory(cfg, vlm_policies(cfg))
+    assert np.mean([r["correct"] for r in rows]) == best["validation"]["val_correct"]
     from safety.audit.search import Query, search
     lines = [entry["body"]["context"]["line"] for entry in search(tmp_path / "audit.log", Query())]
     assert sorted(lines) == [0, 0, 0, 0, 1, 1, 1, 1]  # 2 iterations x 2 lines x 2 decisions each
