@@ -29,14 +29,17 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from agents.control.mpc_params import NAMES
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
+from agents.tasks.car.instructions import CATEGORIES
 from agents.tasks.car.metrics import thought_agreement
 from agents.training.audit import log_sample, open_training_log
+from agents.training.explore import perturb_answer
 from agents.training.run import (
     RLRunArgs,
     finish_run,
@@ -47,7 +50,7 @@ from agents.training.run import (
     start_run,
     trainable_parameters,
 )
-from agents.vlm.constrained import action_grammar
+from agents.vlm.constrained import ActionGrammar, action_grammar, encode_answer
 from agents.vlm.loading import agent_from_adapter
 from agents.vlm.logprobs import score_constrained
 from agents.vlm.model import GenerationConfig, training_autocast
@@ -55,7 +58,7 @@ from agents.vlm.parsing import Parsed, parse_car
 from agents.vlm.speculative import PrefixCache, SharedHead
 from safety.lagrangian import Lagrange, LagrangeConfig
 from twin.car.tracks import TRAIN_TRACKS
-from twin.core.config import bounded, parse_config
+from twin.core.config import ConfigError, bounded, parse_config
 from twin.core.progress import Progress, progress_stage
 
 
@@ -83,8 +86,25 @@ class GRPOArgs(RLRunArgs):
     Liu et al. 2025, does): advantage = reward - group mean, so a group whose answers differ by a noise-level
     0.003 (most groups after SFT) barely moves the policy, while one where an answer failed its drive
     moves it in proportion to the failure. With the division, both pushed equally hard."""
+    explore: int = bounded(0, 0, 255)
+    """Answers of each group replaced by exploration answers (agents.training.explore: a sampled answer with some
+    of its numbers moved at random, off-policy); 0: every answer sampled."""
+    explore_scale: float = bounded(0.15, 0.0, 1.0)
+    """Standard deviation of an exploration move, as a share of the moved parameter's range."""
+    categories: tuple[str, ...] = ()
+    """Instruction categories the prompts are drawn from, uniformly (name one twice to draw it twice as often);
+    empty: the environment's own draw over all four."""
     out: Path = Path("runs/grpo-car")
     """Run folder: checkpoint/, adapter/, curve.json (and audit.log with --audit)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.explore >= self.group:
+            raise ConfigError(f"GRPOArgs.explore = {self.explore} must be below group = {self.group}: a group needs "
+                              f"at least one answer the policy sampled")
+        unknown = sorted(set(self.categories) - set(CATEGORIES))
+        if unknown:
+            raise ConfigError(f"GRPOArgs.categories: {unknown} unknown; choose from {list(CATEGORIES)}")
 
 
 def group_advantages(rewards: torch.Tensor, scale_by_std: bool) -> torch.Tensor:
@@ -115,6 +135,24 @@ def faithfulness_term(parsed: Parsed, weight: float) -> float:
     return 0.0 if parsed.failed else weight * thought_agreement(parsed.thought, parsed.action)
 
 
+def explore_group(answers: list[torch.Tensor], args: GRPOArgs, tokenizer: Any, grammar: ActionGrammar,
+                  rng: np.random.Generator) -> int:
+    """Replace the group's first args.explore answers by exploration answers, in place, each tokenized as the
+    constrained sampler writes it (so it is scored under the same grammar); returns how many were replaced (an
+    answer that did not parse, or whose move the grammar cannot write in the budget, stays as sampled)."""
+    done = 0
+    for j in range(args.explore):
+        text = perturb_answer(tokenizer.decode(answers[j], skip_special_tokens=True), rng, args.explore_scale)
+        if text is None:
+            continue
+        try:
+            answers[j] = torch.tensor(encode_answer(grammar, text, args.max_new_tokens), dtype=answers[j].dtype)
+        except ValueError:
+            continue
+        done += 1
+    return done
+
+
 def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
     run = start_run("car", "grpo", args, args.out, args.base, args.seed, adapter=args.adapter, resume=args.resume)
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
@@ -137,6 +175,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
     env = CarInstructionEnv(CarTaskConfig(tracks=TRAIN_TRACKS, split="train", duration_s=args.duration_s))
     audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, step])
+    explore_rng = np.random.default_rng([args.seed, step, 1])  # apart from the episodes' draws
 
     with progress_stage(progress, "GRPO car", args.steps, step) as bar:
         started = time.perf_counter()
@@ -150,18 +189,20 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
             # episode) when its group drives.
             t = time.perf_counter()
             seeds = [int(rng.integers(2**31)) for _ in range(args.prompts_per_step)]
-            infos = [env.reset(seed=seed)[1] for seed in seeds]
+            options = [{"category": str(rng.choice(args.categories))} if args.categories else None for _ in seeds]
+            infos = [env.reset(seed=seed, options=o)[1] for seed, o in zip(seeds, options)]
             encs = [agent.encode(info["observation"]) for info in infos]
             groups = sample_answers(agent, encs, args.group, args.temperature, args.max_new_tokens)
+            explored = [explore_group(answers, args, tokenizer, grammar, explore_rng) for answers in groups]
             timing["sample"] += time.perf_counter() - t
             head = SharedHead(model, agent.prefix.tokens)  # the head's forward and backward once per update
             if reference is not None and reference_head.tokens is None:
                 reference_head.tokens = agent.prefix.tokens
-            for seed, info, enc, answers in zip(seeds, infos, encs, groups):
+            for seed, option, info, enc, answers, n_explored in zip(seeds, options, infos, encs, groups, explored):
                 t = time.perf_counter()
-                env.reset(seed=seed)
+                env.reset(seed=seed, options=option)
                 group_r, group_c, driven = [], [], {}
-                for ids in answers:
+                for j, ids in enumerate(answers):
                     raw = tokenizer.decode(ids, skip_special_tokens=True)
                     parsed = parse_car(raw)
                     # Identical parameters drive identically (the episode replays its seed): drive once.
@@ -179,7 +220,9 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                     group_c.append(cost)
                     log_sample(audit, info["observation"], raw, parsed, agent.policy_id, terms, cost,
                                {"stage": "grpo", "step": step + 1, "instruction": info["instruction"],
-                                "driving_terms": driving, "driving_failure_reason": attempt.score.failure})
+                                "category": info["category"],
+                                "driving_terms": driving, "driving_failure_reason": attempt.score.failure,
+                                "explored": j < n_explored})
                     for k, v in terms.items():
                         terms_sum[k] = terms_sum.get(k, 0.0) + v
                     for k, v in driving.items():
@@ -228,6 +271,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
             log.append({"step": step, "reward": float(np.mean(rewards)), "cost": float(np.mean(costs)),
                         "kl": float(np.mean(kls)) if kls else 0.0, "lambda": lagrange.value,
                         "loss": float(np.mean(losses)) if losses else 0.0, "groups_without_signal": skipped,
+                        "explored": int(sum(explored)),
                         **{f"reward_{k}": v / n for k, v in terms_sum.items()},
                         **{f"driving_{k}": v / n for k, v in driving_sum.items()},
                         **{f"seconds_{k}": v for k, v in timing.items()}, "seconds": time.perf_counter() - t0})

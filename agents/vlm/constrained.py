@@ -91,6 +91,17 @@ class ActionGrammar:
             self._fresh[key] = fresh
         return fresh.deep_copy()
 
+    def token_bytes(self) -> tuple[list[bytes], dict[int, list[int]]]:
+        """Every token's bytes and the tokens by their first byte (built once, ~0.1 s), for encode_answer."""
+        if not hasattr(self, "_token_bytes"):
+            table = [self.lltok.decode_bytes([t]) for t in range(self.vocab)]
+            first: dict[int, list[int]] = {}
+            for t, b in enumerate(table):
+                if b:
+                    first.setdefault(b[0], []).append(t)
+            self._token_bytes = (table, first)
+        return self._token_bytes
+
     def allowed(self, matcher: llguidance.LLMatcher) -> np.ndarray:
         """Which tokens the grammar allows next: a bool per token of the vocabulary."""
         bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
@@ -506,6 +517,36 @@ def _settle_draft(row: _Row, dists: list[torch.Tensor], pending: int, checks: li
             row.allowed = row.state.advance()
             return kept
     return len(checks)
+
+
+def encode_answer(grammar: ActionGrammar, text: str, max_new_tokens: int) -> list[int]:
+    """The tokens the constrained sampler writes `text` with, ending with the end token: the grammar's forced
+    tokens where it forces them, elsewhere the longest allowed token that continues the text. For an answer the
+    model did not sample (an exploration answer, agents.training.explore), so that `replay` and
+    agents.vlm.logprobs.score_constrained score it as they score sampled ones (a tokenizer's own split may
+    differ from the grammar's forced tokens, which replay would refuse). Raises ValueError if the grammar
+    cannot write `text` within max_new_tokens."""
+    target = text.encode()
+    table, by_first = grammar.token_bytes()
+    state = grammar.start(max_new_tokens)
+    while True:
+        allowed = state.advance()
+        if not target.startswith(state.text):
+            raise ValueError(f"the {grammar.task} grammar cannot write {text!r} in {max_new_tokens} tokens: it "
+                             f"departs after {state.text.decode('utf-8', 'replace')!r}")
+        if allowed is None:
+            return state.tokens
+        rest = target[len(state.text):]
+        if not rest:
+            if not allowed[grammar.eos]:
+                raise ValueError(f"{text!r} ends before the {grammar.task} grammar's answer does")
+            state.sample(grammar.eos)
+            continue
+        fits = [t for t in by_first.get(rest[0], ()) if allowed[t] and rest.startswith(table[t])]
+        if not fits:
+            raise ValueError(f"the {grammar.task} grammar cannot write {text!r}: no allowed token continues "
+                             f"{rest.decode('utf-8', 'replace')!r}")
+        state.sample(max(fits, key=lambda t: len(table[t])))
 
 
 def replay(grammar: ActionGrammar, answer: Sequence[int], max_new_tokens: int) -> tuple[list[int], np.ndarray, list[bool]]:

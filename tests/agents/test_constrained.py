@@ -268,3 +268,31 @@ def test_generation_config_chooses_the_decoder(model, tok):
     assert "<think>" not in decision.raw_output  # random weights, no grammar: nothing like an answer
     held = VLMAgent(model, tok, "car", "test", vision=VISION, generation=GenerationConfig(max_new_tokens=40))
     assert held.decide(obs).parse_status == "ok"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=QUICK)
+@given(values=st.lists(st.floats(0.0, 1.0), min_size=len(SPECS), max_size=len(SPECS)),
+       keep=st.lists(st.booleans(), min_size=len(SPECS), max_size=len(SPECS)),
+       thought=st.sampled_from(["Centerline: qn 0, margin 0.71 m, slower.", "Target 2.5 m/s.", "Reverse near -1 m/s."]),
+       decimals=st.sampled_from([0, 2, 3]))
+def test_encode_answer_writes_any_answer_the_grammar_allows_as_the_sampler_would(tok, values, keep, thought, decimals):
+    """An answer the model did not sample (an exploration answer) is tokenized so that replay accepts it and its
+    text comes back unchanged; a number outside its range is refused with a ValueError, not a broken answer."""
+    from agents.training.sft_data import answer, compact
+    from agents.vlm.constrained import encode_answer
+
+    grammar = action_grammar(tok, "car")
+    action = {}
+    for (name, spec), u, k in zip(SPECS.items(), values, keep):
+        if k:  # rounded, then back inside the range if rounding left it
+            action[name] = min(max(compact(spec.low + u * (spec.high - spec.low), decimals), spec.low), spec.high)
+    if action.get("v_max", 12) < action.get("v_min", DEFAULT.v_min):  # the MPC needs v_min <= v_max
+        action["v_max"] = action.get("v_min", DEFAULT.v_min)
+    action = action or {"qv": 10}
+    text = answer(thought, action)
+    ids = encode_answer(grammar, text, 160)
+    positions, _, forced = replay(grammar, ids, 160)
+    assert ids[-1] == grammar.eos and tok.decode(ids, skip_special_tokens=True) == text
+    assert len(positions) + sum(forced) == len(ids)  # each token either sampled or forced, as in decoding
+    with pytest.raises(ValueError, match="cannot write"):
+        encode_answer(grammar, answer(thought, {"qn": 160}), 160)

@@ -233,6 +233,27 @@ def test_grpo_step_end_to_end_and_resume(trained, tmp_path):
     assert bad["format"] == 0 and bad["names"] == 0.125 and bad["extraction"] == 0.25
 
 
+def test_grpo_with_exploration_answers_and_chosen_categories(trained, tmp_path):
+    """--explore replaces answers of each group by moved copies (on the record as explored), scored under the
+    grammar like sampled ones; --categories draws only those instructions; bad settings are refused."""
+    from agents.training.grpo import GRPOArgs, train_grpo
+    from safety.audit.search import Query, search
+
+    with pytest.raises(ConfigError, match="must be below group"):
+        GRPOArgs(group=2, explore=2)
+    with pytest.raises(ConfigError, match="unknown"):
+        GRPOArgs(categories=("drift",))
+    args = GRPOArgs(adapter=str(trained[1]), steps=1, prompts_per_step=2, group=3, explore=1, max_new_tokens=40,
+                    categories=("centerline",), duration_s=0.5, out=tmp_path, audit=True)
+    train_grpo(args)
+    log = json.loads((tmp_path / "curve.json").read_text())
+    entries = [e["body"] for e in search(tmp_path / "audit.log", Query())]
+    assert len(entries) == 6 and all("centerline" == e["context"]["category"] for e in entries)
+    # one per group, unless the sampled answer used the whole budget: its moved copy may not fit, and it stays
+    explored = [e for e in entries if e["context"]["explored"]]
+    assert log[0]["explored"] == len(explored) >= 1 and all(e["parse_status"] == "ok" for e in explored)
+
+
 def test_a_grpo_group_whose_answers_all_score_the_same_is_not_scored_and_moves_nothing(trained, tmp_path):
     """Near-greedy sampling gives one answer twice: equal rewards, zero advantages, so the group is skipped
     (logged) and the step leaves the weights as they were."""
