@@ -16,6 +16,8 @@ loss = -A * log p(answer) + beta * KL(policy || reference),
 the reference being the starting policy (the SFT adapter, frozen; or the base model when
 starting from a fresh adapter). A group whose answers all score the same has no advantage to
 follow and is not scored at all (logged as groups_without_signal; DAPO filters such groups too).
+With --explore, some answers of each group are the sampled ones with their numbers moved at random
+(agents.training.explore), so that a group touches tunes the nearly deterministic policy never samples.
 
 Why a short trainer rather than TRL's GRPOTrainer: its reward functions score text, while
 ours must drive a twin with each answer and keep per-term logs, costs and a Lagrange
@@ -29,10 +31,10 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from agents.control.mpc_params import NAMES
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
@@ -135,7 +137,7 @@ def faithfulness_term(parsed: Parsed, weight: float) -> float:
     return 0.0 if parsed.failed else weight * thought_agreement(parsed.thought, parsed.action)
 
 
-def explore_group(answers: list[torch.Tensor], args: GRPOArgs, tokenizer: Any, grammar: ActionGrammar,
+def explore_group(answers: list[torch.Tensor], args: GRPOArgs, tokenizer: PreTrainedTokenizerBase, grammar: ActionGrammar,
                   rng: np.random.Generator) -> int:
     """Replace the group's first args.explore answers by exploration answers, in place, each tokenized as the
     constrained sampler writes it (so it is scored under the same grammar); returns how many were replaced (an
