@@ -101,7 +101,8 @@ class PPOArgs(RLRunArgs):
     """First seed of the check's episodes: below the evaluation's (1000 on, EvalConfig.seed), so choosing the best
     adapter by the check does not peek at the parts the evaluation reports on."""
     out: Path = Path("runs/ppo-factory")
-    """Run folder: checkpoint/, adapter/, curve.json, best/ with --validate-every (and audit.log with --audit)."""
+    """Run folder: checkpoint/, adapter/, curve.json; with --validate-every best/ (the kept policy) and candidate/ (the
+    policy last checked); audit.log with --audit."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
