@@ -25,11 +25,8 @@ import numpy as np
 
 from agents.control.mpc_params import SPECS
 from agents.training.sft_data import answer, compact
+from agents.vlm.grammar import ORDERED
 from agents.vlm.parsing import parse_car
-
-ORDERED = ("v_min", "v_max")
-"""A pair the MPC needs in order (agents.vlm.grammar.ORDERED): a move that crosses them swaps them back, and a
-v_max moved under the default v_min of an answer that writes none stops at it."""
 
 
 def _restate(thought: str, moves: list[tuple[float | int, float | int]]) -> str:
@@ -70,11 +67,13 @@ def perturb_answer(raw: str, rng: np.random.Generator, scale: float, share: floa
             spec = SPECS[key]
             value = float(np.clip(written[key] + rng.normal(0.0, scale * (spec.high - spec.low)), spec.low, spec.high))
             new[key] = compact(value, 0 if spec.high - spec.low >= 50 else 2)  # weights 0-100 as whole numbers
-    low, high = ORDERED
-    if high in new and new[high] < new.get(low, SPECS[low].default):
-        if low in new:
-            new[low], new[high] = new[high], new[low]
-        else:
-            new[high] = compact(SPECS[low].default, 2)
+    # Pairs the MPC needs in order: a crossing move is swapped back; a high moved under an unwritten low's default
+    # stops at that default.
+    for low, high in ORDERED:
+        if high in new and new[high] < new.get(low, SPECS[low].default):
+            if low in new:
+                new[low], new[high] = new[high], new[low]
+            else:
+                new[high] = compact(SPECS[low].default, 2)
     thought = _restate(parsed.thought, [(written[k], new[k]) for k in keys if new[k] != written[k]])
     return answer(thought, new)

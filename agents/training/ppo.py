@@ -37,15 +37,14 @@ from agents.training.run import (
     resume_optimizer,
     sample_answers,
     save_checkpoint,
+    save_policy,
     start_run,
     trainable_parameters,
 )
 from agents.vlm.constrained import ActionGrammar, action_grammar
 from agents.vlm.logprobs import action_mask, decision_logprob, score_decisions, token_char_spans
-from agents.vlm.lora import save_adapter
 from agents.vlm.model import training_autocast
 from agents.vlm.parsing import Parsed, parse_factory
-from agents.vlm.speculative import save_drafts
 from safety.lagrangian import Lagrange, LagrangeConfig
 from twin.core.config import ConfigError, bounded, parse_config
 from twin.core.progress import Progress, progress_stage
@@ -176,7 +175,7 @@ def validate(run: Run, args: PPOArgs) -> dict[str, float]:
     """The policy as it is now, judged as the evaluation judges it: saved as out/candidate, loaded merged at the
     evaluation's precision, and run greedily on the check's parts; accuracy and the false accept/reject shares."""
     candidate = run.out / "candidate"
-    save_adapter(run.model, candidate, run.manifest, write_extra=lambda folder: save_drafts(folder, run.drafts))
+    save_policy(run, candidate, {})
     cfg = EvalConfig("factory", adapters=(str(candidate),), zero_shot=False, episodes=args.validate_episodes,
                      parts=args.parts_per_episode, seed=args.validate_seed)
     rows = evaluate_factory(cfg, vlm_policies(cfg))
@@ -188,8 +187,7 @@ def keep_if_best(run: Run, check: dict[str, float], best: dict[str, float], iter
     earlier, closer to the starting policy); returns the best check with its iteration."""
     if best and check["val_correct"] <= best["val_correct"]:
         return best
-    save_adapter(run.model, run.out / "best", {**run.manifest, "iteration": iteration, "validation": check},
-                 write_extra=lambda folder: save_drafts(folder, run.drafts))
+    save_policy(run, run.out / "best", {"iteration": iteration, "validation": check})
     return {**check, "iteration": iteration}
 
 

@@ -192,10 +192,15 @@ def save_checkpoint(run: Run, progress: dict[str, Any], state: dict[str, Any]) -
                                              save_drafts(folder, run.drafts)))
 
 
+def save_policy(run: Run, folder: Path, progress: dict[str, Any]) -> None:
+    """The policy as it is now, as an adapter in `folder` with its drafts (run.drafts); `progress` joins the manifest."""
+    save_adapter(run.model, folder, {**run.manifest, **progress},
+                 write_extra=lambda out: save_drafts(out, run.drafts))
+
+
 def finish_run(run: Run, progress: dict[str, Any], curve: list[dict[str, Any]]) -> Path:
     """The final adapter with its drafts (run.drafts), and the curve."""
     adapter_dir = run.out / "adapter"
-    save_adapter(run.model, adapter_dir, {**run.manifest, **progress},
-                 write_extra=lambda folder: save_drafts(folder, run.drafts))
+    save_policy(run, adapter_dir, progress)
     (run.out / "curve.json").write_text(json.dumps(curve))
     return adapter_dir

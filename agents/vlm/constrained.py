@@ -24,6 +24,7 @@ one, left-padded to the longest in the step, so jump-forward works for n > 1 too
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import weakref
 from collections.abc import Sequence
@@ -91,16 +92,15 @@ class ActionGrammar:
             self._fresh[key] = fresh
         return fresh.deep_copy()
 
+    @functools.cached_property
     def token_bytes(self) -> tuple[list[bytes], dict[int, list[int]]]:
-        """Every token's bytes and the tokens by their first byte (built once, ~0.1 s), for encode_answer."""
-        if not hasattr(self, "_token_bytes"):
-            table = [self.lltok.decode_bytes([t]) for t in range(self.vocab)]
-            first: dict[int, list[int]] = {}
-            for t, b in enumerate(table):
-                if b:
-                    first.setdefault(b[0], []).append(t)
-            self._token_bytes = (table, first)
-        return self._token_bytes
+        """Every token's bytes and the tokens by their first byte (built on first use, ~0.01 s), for encode_answer."""
+        table = [self.lltok.decode_bytes([t]) for t in range(self.vocab)]
+        first: dict[int, list[int]] = {}
+        for t, b in enumerate(table):
+            if b:
+                first.setdefault(b[0], []).append(t)
+        return table, first
 
     def allowed(self, matcher: llguidance.LLMatcher) -> np.ndarray:
         """Which tokens the grammar allows next: a bool per token of the vocabulary."""
@@ -527,7 +527,7 @@ def encode_answer(grammar: ActionGrammar, text: str, max_new_tokens: int) -> lis
     differ from the grammar's forced tokens, which replay would refuse). Raises ValueError if the grammar
     cannot write `text` within max_new_tokens."""
     target = text.encode()
-    table, by_first = grammar.token_bytes()
+    table, by_first = grammar.token_bytes
     state = grammar.start(max_new_tokens)
     while True:
         allowed = state.advance()
