@@ -18,6 +18,9 @@ starting from a fresh adapter). A group whose answers all score the same has no 
 follow and is not scored at all (logged as groups_without_signal; DAPO filters such groups too).
 With --explore, some answers of each group are the sampled ones with their numbers moved at random
 (agents.training.explore), so that a group touches tunes the nearly deterministic policy never samples.
+With --imitate as well, the exploration answers that beat all of their group's sampled answers are kept and
+replayed with a fine-tuning loss (expert iteration on the run's own discoveries: the update is then GRPO plus
+that term, no longer GRPO alone).
 
 Why a short trainer rather than TRL's GRPOTrainer: its reward functions score text, while
 ours must drive a twin with each answer and keep per-term logs, costs and a Lagrange
@@ -93,6 +96,20 @@ class GRPOArgs(RLRunArgs):
     of its numbers moved at random, off-policy); 0: every answer sampled."""
     explore_scale: float = bounded(0.15, 0.0, 1.0)
     """Standard deviation of an exploration move, as a share of the moved parameter's range."""
+    imitate: float = bounded(0.0, 0.0, 100.0)
+    """Weight of expert iteration on the run's own discoveries (0: off, GRPO alone). An exploration answer whose
+    reward beats every sampled answer of its group by imitate_margin is an elite: it joins a buffer of the latest
+    imitate_buffer elites, and each step adds imitate x the mean -log p of imitate_batch elites drawn from it
+    (ReST / RAFT: fine-tune on the best answers found). Why: an exploration answer's -A log p is one small push per
+    step, too weak to move a greedy digit that leads by many nats (docs/agent.md, "Exploring the numbers"); replaying
+    the moves that won moves it. Needs --explore. The buffer lives in memory: a resumed run starts it empty."""
+    imitate_margin: float = bounded(0.05, 0.0, 10.0)
+    """How far above the best sampled answer of its group an exploration answer's reward must be to be an elite
+    (the reward's driving term is the score's share of improvement: 0.05 is 5 points)."""
+    imitate_buffer: int = bounded(32, 1, 100_000)
+    """Elites kept (the latest; older ones were found around an older policy)."""
+    imitate_batch: int = bounded(4, 1, 1024)
+    """Elites replayed per step."""
     categories: tuple[str, ...] = ()
     """Instruction categories the prompts are drawn from, uniformly (name one twice to draw it twice as often);
     empty: the environment's own draw over all four."""
@@ -104,6 +121,9 @@ class GRPOArgs(RLRunArgs):
         if self.explore >= self.group:
             raise ConfigError(f"GRPOArgs.explore = {self.explore} must be below group = {self.group}: a group needs "
                               f"at least one answer the policy sampled")
+        if self.imitate > 0 and self.explore == 0:
+            raise ConfigError("GRPOArgs.imitate > 0 needs explore > 0: elites are exploration answers that beat the "
+                              "sampled ones; set --explore (e.g. 3) or --imitate 0")
         unknown = sorted(set(self.categories) - set(CATEGORIES))
         if unknown:
             raise ConfigError(f"GRPOArgs.categories: {unknown} unknown; choose from {list(CATEGORIES)}")
@@ -138,11 +158,11 @@ def faithfulness_term(parsed: Parsed, weight: float) -> float:
 
 
 def explore_group(answers: list[torch.Tensor], args: GRPOArgs, tokenizer: PreTrainedTokenizerBase, grammar: ActionGrammar,
-                  rng: np.random.Generator) -> int:
+                  rng: np.random.Generator) -> list[int]:
     """Replace the group's first args.explore answers by exploration answers, in place, each tokenized as the
-    constrained sampler writes it (so it is scored under the same grammar); returns how many were replaced (an
+    constrained sampler writes it (so it is scored under the same grammar); returns the indices replaced (an
     answer that did not parse, or whose move the grammar cannot write in the budget, stays as sampled)."""
-    done = 0
+    done = []
     for j in range(args.explore):
         text = perturb_answer(tokenizer.decode(answers[j], skip_special_tokens=True), rng, args.explore_scale)
         if text is None:
@@ -151,8 +171,25 @@ def explore_group(answers: list[torch.Tensor], args: GRPOArgs, tokenizer: PreTra
             answers[j] = torch.tensor(encode_answer(grammar, text, args.max_new_tokens), dtype=answers[j].dtype)
         except ValueError:
             continue
-        done += 1
+        done.append(j)
     return done
+
+
+def elites(rewards: list[float], explored: list[int], margin: float) -> list[int]:
+    """The explored answers whose reward beats every sampled answer's by at least `margin`."""
+    sampled = [r for j, r in enumerate(rewards) if j not in explored]
+    return [j for j in explored if sampled and rewards[j] >= max(sampled) + margin]
+
+
+def imitation_loss(model: torch.nn.Module, buffer: list[tuple[dict[str, torch.Tensor], torch.Tensor]], args: GRPOArgs,
+                   grammar: ActionGrammar, head: SharedHead, rng: np.random.Generator) -> torch.Tensor:
+    """Mean per-token -log p of args.imitate_batch elites drawn from the buffer (without replacement), scored as the
+    group answers are: under the grammar, at the sampling temperature, through the update's shared head."""
+    picks = rng.choice(len(buffer), size=min(args.imitate_batch, len(buffer)), replace=False)
+    with training_autocast(model, args.bf16):
+        nll = [-score_constrained(model, buffer[i][0], [buffer[i][1]], grammar, args.max_new_tokens, head=head,
+                                  temperature=args.temperature)[0][0].mean() for i in picks]
+    return torch.stack(nll).mean()
 
 
 def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
@@ -178,6 +215,8 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
     audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, step])
     explore_rng = np.random.default_rng([args.seed, step, 1])  # apart from the episodes' draws
+    imitate_rng = np.random.default_rng([args.seed, step, 2])
+    buffer: list[tuple[dict[str, torch.Tensor], torch.Tensor]] = []  # (prompt, elite answer), the latest last
 
     with progress_stage(progress, "GRPO car", args.steps, step) as bar:
         started = time.perf_counter()
@@ -185,7 +224,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
             t0 = time.perf_counter()
             model.train()
             optimizer.zero_grad()
-            losses, rewards, terms_sum, driving_sum, costs, kls, skipped = [], [], {}, {}, [], [], 0
+            losses, rewards, terms_sum, driving_sum, costs, kls, skipped, found = [], [], {}, {}, [], [], 0, 0
             timing = {"sample": 0.0, "drive": 0.0, "update": 0.0}
             # All the step's groups are sampled in one batch; each episode is reset again (same seed, same
             # episode) when its group drives.
@@ -200,7 +239,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
             head = SharedHead(model, agent.prefix.tokens)  # the head's forward and backward once per update
             if reference is not None and reference_head.tokens is None:
                 reference_head.tokens = agent.prefix.tokens
-            for seed, option, info, enc, answers, n_explored in zip(seeds, options, infos, encs, groups, explored):
+            for seed, option, info, enc, answers, moved in zip(seeds, options, infos, encs, groups, explored):
                 t = time.perf_counter()
                 env.reset(seed=seed, options=option)
                 group_r, group_c, driven = [], [], {}
@@ -224,7 +263,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                                {"stage": "grpo", "step": step + 1, "instruction": info["instruction"],
                                 "category": info["category"],
                                 "driving_terms": driving, "driving_failure_reason": attempt.score.failure,
-                                "explored": j < n_explored})
+                                "explored": j in moved})
                     for k, v in terms.items():
                         terms_sum[k] = terms_sum.get(k, 0.0) + v
                     for k, v in driving.items():
@@ -232,6 +271,10 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                 timing["drive"] += time.perf_counter() - t
                 rewards += group_r
                 costs += group_c
+                if args.imitate > 0:
+                    new = elites(group_r, moved, args.imitate_margin)
+                    buffer = (buffer + [(enc, answers[j]) for j in new])[-args.imitate_buffer:]
+                    found += len(new)
                 t = time.perf_counter()
                 r = torch.tensor(group_r)
                 if float(r.max() - r.min()) < 1e-9:
@@ -263,6 +306,9 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                 losses.append(float(torch.stack(group_loss).mean().detach()))
                 timing["update"] += time.perf_counter() - t
             t = time.perf_counter()
+            imitation = imitation_loss(model, buffer, args, grammar, head, imitate_rng) if buffer else None
+            if imitation is not None:
+                (args.imitate * imitation).backward()
             head.backward()
             timing["update"] += time.perf_counter() - t
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -273,7 +319,8 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
             log.append({"step": step, "reward": float(np.mean(rewards)), "cost": float(np.mean(costs)),
                         "kl": float(np.mean(kls)) if kls else 0.0, "lambda": lagrange.value,
                         "loss": float(np.mean(losses)) if losses else 0.0, "groups_without_signal": skipped,
-                        "explored": int(sum(explored)),
+                        "explored": sum(map(len, explored)), "elites_found": found, "elites_kept": len(buffer),
+                        "imitation_nll": float(imitation.detach()) if imitation is not None else 0.0,
                         **{f"reward_{k}": v / n for k, v in terms_sum.items()},
                         **{f"driving_{k}": v / n for k, v in driving_sum.items()},
                         **{f"seconds_{k}": v for k, v in timing.items()}, "seconds": time.perf_counter() - t0})

@@ -254,6 +254,53 @@ def test_grpo_with_exploration_answers_and_chosen_categories(trained, tmp_path):
     assert log[0]["explored"] == len(explored) >= 1 and all(e["parse_status"] == "ok" for e in explored)
 
 
+def test_elites_are_the_explored_answers_that_beat_every_sampled_one_by_the_margin():
+    from agents.training.grpo import elites
+
+    # sampled answers 0 and 3 (best 0.2); explored 1 (0.5) is an elite, explored 2 (0.22) is not 0.05 above
+    assert elites([0.1, 0.5, 0.22, 0.2], explored=[1, 2], margin=0.05) == [1]
+    assert elites([0.1, 0.5, 0.22, 0.2], explored=[1, 2], margin=0.0) == [1, 2]
+    assert elites([0.9, 0.5], explored=[1], margin=0.0) == []  # worse than the sampled answer
+    assert elites([0.5, 0.6], explored=[0, 1], margin=0.0) == []  # nothing sampled to beat
+
+
+def test_expert_iteration_replays_an_elite_and_makes_it_more_likely(trained, tmp_path):
+    """--imitate: the replayed elites' -log p, scored under the grammar as group answers are, falls when the
+    policy follows its gradient; a run logs what it found and kept; imitation without exploration is refused."""
+    from agents.training.grpo import GRPOArgs, imitation_loss, train_grpo
+    from agents.training.run import sample_answers
+    from agents.vlm.constrained import action_grammar
+    from agents.vlm.loading import agent_from_adapter
+    from agents.vlm.speculative import SharedHead
+
+    with pytest.raises(ConfigError, match="needs explore"):
+        GRPOArgs(imitate=1.0)
+    args = GRPOArgs(explore=1, group=2, imitate=1.0, imitate_batch=2, max_new_tokens=40, bf16=False)
+    agent = agent_from_adapter(trained[1], "car", trainable=True)
+    enc = agent.encode(car_examples(1, seed=3)[0].observation)
+    answer = sample_answers(agent, [enc], 1, 1.0, args.max_new_tokens)[0][0]
+    grammar = action_grammar(agent.tokenizer, "car")
+    buffer = [(enc, answer)]
+    params = [q for q in agent.model.parameters() if q.requires_grad]
+    before = imitation_loss(agent.model, buffer, args, grammar, SharedHead(agent.model, None), np.random.default_rng(0))
+    before.backward()
+    with torch.no_grad():
+        for q in params:
+            if q.grad is not None:
+                q -= 1e-3 * q.grad.sign()
+    after = imitation_loss(agent.model, buffer, args, grammar, SharedHead(agent.model, None), np.random.default_rng(0))
+    assert float(before.detach()) > 0 and float(after.detach()) < float(before.detach())
+    # a run with imitation on: two steps, the buffer holds what was found (up to its size)
+    run = GRPOArgs(adapter=str(trained[1]), steps=2, prompts_per_step=2, group=3, explore=1, imitate=1.0,
+                   imitate_margin=0.0, imitate_buffer=3, max_new_tokens=40, categories=("centerline",),
+                   duration_s=0.5, out=tmp_path)
+    train_grpo(run)
+    log = json.loads((tmp_path / "curve.json").read_text())
+    found = np.cumsum([e["elites_found"] for e in log])
+    assert [e["elites_kept"] for e in log] == [min(int(f), 3) for f in found]
+    assert all((e["imitation_nll"] > 0) == (e["elites_kept"] > 0) for e in log)
+
+
 def test_a_grpo_group_whose_answers_all_score_the_same_is_not_scored_and_moves_nothing(trained, tmp_path):
     """Near-greedy sampling gives one answer twice: equal rewards, zero advantages, so the group is skipped
     (logged) and the step leaves the weights as they were."""
