@@ -46,6 +46,7 @@ from agents.tasks.car.metrics import thought_agreement
 from agents.training.audit import log_sample, open_training_log
 from agents.training.explore import perturb_answer
 from agents.training.run import (
+    VISION_PARTS,
     RLRunArgs,
     finish_run,
     out_of_time,
@@ -198,7 +199,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
     run = start_run("car", "grpo", args, args.out, args.base, args.seed, adapter=args.adapter, resume=args.resume)
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
     grammar = action_grammar(tokenizer, "car")  # what sample_answers decodes under
-    params = trainable_parameters(model, args.train_vision)
+    params = trainable_parameters(model, () if args.train_vision else VISION_PARTS)
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
     step, log = 0, []

@@ -30,6 +30,7 @@ from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
 from agents.tasks.factory.faithfulness import thought_agreement
 from agents.training.audit import log_sample, open_training_log
 from agents.training.run import (
+    VISION_PARTS,
     RLRunArgs,
     Run,
     finish_run,
@@ -197,7 +198,7 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
     grammar = action_grammar(tokenizer, "factory")  # what sample_answers decodes under
     value_head = ValueHead(model.config.text_config.hidden_size).to(model.device)
-    params = trainable_parameters(model, args.train_vision) + list(value_head.parameters())
+    params = trainable_parameters(model, () if args.train_vision else VISION_PARTS) + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))
     iteration, log, best = 0, [], {}

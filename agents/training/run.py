@@ -10,6 +10,7 @@ import random
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,12 +162,16 @@ def sample_answers(agent: VLMAgent, prompts: list[dict[str, torch.Tensor]], n: i
                                                      **prefix)]
 
 
-def trainable_parameters(model: torch.nn.Module, train_vision: bool = True) -> list[torch.nn.Parameter]:
-    """The parameters an optimizer updates; train_vision=False freezes the vision tower and the
-    projector (as RL4VLM freezes its vision encoder in RL: small, noisy RL batches wear away
-    features that pre-training and SFT built)."""
+VISION_PARTS = ("vision_tower", "multi_modal_projector")
+"""The vision side of the VLM, by parameter-name fragment: what RL freezes unless told otherwise."""
+
+
+def trainable_parameters(model: torch.nn.Module, frozen: Sequence[str] = ()) -> list[torch.nn.Parameter]:
+    """The parameters an optimizer updates, after freezing those whose names contain a fragment of
+    `frozen`. RL passes VISION_PARTS (as RL4VLM freezes its vision encoder in RL: small, noisy RL
+    batches wear away features that pre-training and SFT built); SFT may freeze the tower alone."""
     for name, p in model.named_parameters():
-        if not train_vision and ("vision_tower" in name or "multi_modal_projector" in name):
+        if any(part in name for part in frozen):
             p.requires_grad_(False)
     return [p for p in model.parameters() if p.requires_grad]
 

@@ -13,6 +13,7 @@ from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
 from agents.tasks.factory.line_frames import FIRST_SEED, line_frames
 from agents.training.sb3 import SB3Args, make_env, train_sb3
+from agents.training.sft import SFTArgs, train_sft
 from agents.training.vision import VisionPretrainArgs, labelled_frames, load_tower, pretrain
 from agents.vlm.model import VisionConfig, build_vlm
 from agents.vlm.prompts import PROMPTS, prompt_for
@@ -63,6 +64,28 @@ def test_pretrained_tower_drops_into_the_vlm_and_a_mismatch_is_refused(tmp_path)
     assert all(torch.equal(loaded[k], v) for k, v in saved.items())
     with pytest.raises(ConfigError, match="same VisionConfig"):
         load_tower(model, out, VisionConfig(patch_size=8))
+
+    # SFT from that tower: --freeze-tower keeps it bit for bit while the projector learns; without it the
+    # tower moves (the check can fail). A frozen fresh tower is refused.
+    def sft_weights(freeze: bool) -> dict[str, torch.Tensor]:
+        adapter = train_sft(SFTArgs(task="factory", examples=2, steps=1, batch_size=2, lr=1e-2, vision_init=str(out),
+                                    freeze_tower=freeze, out=tmp_path / f"sft-{freeze}"))
+        return load_file(adapter / "adapter_model.safetensors")
+
+    def tower_matches(weights: dict[str, torch.Tensor]) -> bool:
+        tower = {k: v for k, v in weights.items() if "vision_tower" in k}
+        assert len(tower) == len(saved)
+        return all(torch.equal(next(v for k, v in tower.items() if k.endswith("." + name)), w)
+                   for name, w in saved.items())
+
+    frozen, trained = sft_weights(True), sft_weights(False)
+    assert tower_matches(frozen) and not tower_matches(trained)
+    start = model.model.multi_modal_projector.state_dict()  # build_vlm(seed=0): the projector SFT starts from
+    moved = [not torch.equal(v, start[k.split("multi_modal_projector.")[1].replace("modules_to_save.default.", "")])
+             for k, v in frozen.items() if "multi_modal_projector" in k]
+    assert moved and all(moved)
+    with pytest.raises(ConfigError, match="Give --vision-init"):
+        SFTArgs(task="factory", freeze_tower=True)
 
 
 def test_prompt_versions_stay_buildable_and_unknown_ones_are_refused():
