@@ -115,10 +115,14 @@ def test_factory_demo_writes_report_and_verified_log(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 0
     (run_dir,) = tmp_path.iterdir()
     parts = json.loads((run_dir / "results.json").read_text())["parts"]
-    assert [r["policy"] for r in parts["line"]["results"]] == ["heuristic-inspector-v1", "scripted-inspector-v1"]
+    # the shipped VLM inspector between the heuristic and the expert, its thoughts shown part by part
+    heuristic, vlm, expert = parts["line"]["results"]
+    assert (heuristic["policy"], expert["policy"]) == ("heuristic-inspector-v1", "scripted-inspector-v1")
+    assert vlm["policy"].startswith("vlm:") and len(vlm["thoughts"]) == 2
     assert parts["audit"]["all_verified"]
     page = (run_dir / "report.html").read_text()
-    assert "good (top) and defective (bottom)" in page and page.count("data:image/png;base64") == 3
+    assert "good (top) and defective (bottom)" in page and page.count("data:image/png;base64") == 4
+    assert "its thought on each part of the first episode" in page and vlm["thoughts"][0]["thought"][:40] in page
 
 
 @pytest.mark.slow

@@ -32,7 +32,9 @@ from twin.car.twin import CarTwinConfig
 from twin.car.world import Obstacle
 from twin.core.contracts import Decision, Observation, Policy
 
-SHIPPED_ADAPTER = Path(__file__).resolve().parents[2] / "agents" / "adapters" / "car"
+SHIPPED_ADAPTERS = Path(__file__).resolve().parents[2] / "agents" / "adapters"
+"""One folder per task (car, factory): the adapters the repository ships, with recipe and evaluation."""
+SHIPPED_ADAPTER = SHIPPED_ADAPTERS / "car"
 """The car adapter shipped with this release (its recipe is in its manifest)."""
 SAFETY = CarSafetySpec(zones=(SpeedZone(s_start=20.0, s_end=32.0, v_max=2.0),))
 """The demo's hard constraints: the defaults plus a slow zone (think pit lane) the MPC does not know of."""
@@ -52,14 +54,15 @@ class EpisodeRow:
     vlm_thought: str = ""
 
 
-def shipped_agent(console: Console) -> Policy | None:
-    """The VLM agent with the adapter shipped in the repository, if there is one."""
-    if not (SHIPPED_ADAPTER / "adapter_model.safetensors").exists():
-        console.print(f"(no shipped adapter at {SHIPPED_ADAPTER}: the VLM column is skipped)")
+def shipped_agent(console: Console, task: str = "car") -> Policy | None:
+    """The VLM agent with the adapter the repository ships for `task`, if there is one."""
+    adapter = SHIPPED_ADAPTERS / task
+    if not (adapter / "adapter_model.safetensors").exists():
+        console.print(f"(no shipped adapter at {adapter}: the VLM column is skipped)")
         return None
     from agents.vlm.loading import agent_from_adapter
 
-    return agent_from_adapter(SHIPPED_ADAPTER, "car", merge=True)
+    return agent_from_adapter(adapter, task, merge=True)
 
 
 def _log_decision(log: AuditLog, obs: Observation, decision: Decision, attempt: Attempt, frame: str | None,

@@ -1,8 +1,9 @@
 """Part 1 of the factory demo: the inspection line, its rare events and its shield.
 
-The heuristic and the scripted expert inspector each inspect parts on a randomized line while a
+The heuristic, the VLM inspector (the shipped factory adapter, which writes its chain of thought
+before each decision) and the scripted expert each inspect parts on a randomized line while a
 person walks into the robot's cell, a part jams and the camera catches glare (EVENTS). Every
-decision goes into the demo's signed audit log with its frame.
+decision goes into the demo's signed audit log with its frame (and the VLM's thought).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ COSTS = ("separation", "collision", "dropped", "jam_running", "stray_release")
 def run_policy(policy: Policy, episodes: int, parts: int, seed: int, log: AuditLog, bar, task) -> dict:
     """`episodes` randomized episodes of `parts` parts each, every decision logged with its frame."""
     env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=parts))
-    metrics, costs, timeline = [], {k: 0.0 for k in COSTS}, None
+    metrics, costs, timeline, thoughts = [], {k: 0.0 for k in COSTS}, None, []
     for ep in range(episodes):
         _, info = env.reset(seed=seed * 1000 + ep, options={"events": list(EVENTS)})
         done = False
@@ -45,6 +46,9 @@ def run_policy(policy: Policy, episodes: int, parts: int, seed: int, log: AuditL
                 shield=env.guard.counter.as_dict(), frame_sha256=log.store_frame(obs.image),
                 context={"episode": ep, "defect": obs.privileged["defect"], "world": "factory"}))
             done = term or trunc
+            if ep == 0 and decision.thought:
+                thoughts.append({"defect": obs.privileged["defect"], "decision": decision.action["decision"],
+                                 "thought": decision.thought})
             bar.advance(task)
         metrics.append(info["metrics"])
         if timeline is None:
@@ -52,7 +56,8 @@ def run_policy(policy: Policy, episodes: int, parts: int, seed: int, log: AuditL
     env.close()
     mean = {k: float(np.nanmean([m[k] for m in metrics])) for k in METRICS}
     mean["min_separation"] = float(min(m["min_separation"] for m in metrics))
-    return {"policy": policy.policy_id, "metrics": mean, "costs": costs, "timeline": timeline}
+    return {"policy": policy.policy_id, "label": getattr(policy, "label", policy.policy_id), "metrics": mean,
+            "costs": costs, "timeline": timeline, "thoughts": thoughts}
 
 
 def _frames_figure(seed: int) -> plt.Figure:
@@ -91,21 +96,26 @@ def _timeline_figure(result: dict) -> plt.Figure:
         for a in ax:
             a.axvline(when, color="0.5", lw=0.8, ls="--")
         ax[0].text(when, ax[0].get_ylim()[1], name, fontsize=8, va="top")
-    fig.suptitle(f"timeline of the line, first episode ({result['policy']})")
+    fig.suptitle(f"timeline of the line, first episode ({result['label']})")
     return fig
 
 
-def line_part(episodes: int, parts: int, seed: int, log: AuditLog) -> Part:
-    """Part 1 of the factory demo: both inspectors on the same randomized episodes."""
-    policies: list[Policy] = [HeuristicInspector(), ScriptedInspector()]
+def line_part(episodes: int, parts: int, seed: int, log: AuditLog, vlm: Policy | None = None) -> Part:
+    """Part 1 of the factory demo: the inspectors (the VLM's too, if given) on the same randomized episodes."""
+    policies: list[Policy] = [HeuristicInspector(), *([vlm] if vlm is not None else []), ScriptedInspector()]
     with progress_bar() as bar:
         task = bar.add_task("parts inspected", total=len(policies) * episodes * parts)
         results = [run_policy(p, episodes, parts, seed, log, bar, task) for p in policies]
     table = Table.of("Inspection on the factory line (shield on, randomized, with rare events)",
                      ["policy", "accuracy", "false accept", "false reject", "hold", "parts/min", "min sep. (m)",
                       "interventions", *COSTS],
-                     [[r["policy"], *(r["metrics"][k] for k in METRICS), *(r["costs"].get(k, 0) for k in COSTS)]
+                     [[r["label"], *(r["metrics"][k] for k in METRICS), *(r["costs"].get(k, 0) for k in COSTS)]
                       for r in results])
+    # What a chain of thought looked like next to the truth, part by part (the first episode of each policy
+    # that writes one): the audit log holds them all.
+    thoughts = [Table.of(f"{r['label']}: its thought on each part of the first episode", ["part", "decision", "thought"],
+                         [["good" if t["defect"] == "none" else t["defect"], t["decision"], t["thought"]] for t in r["thoughts"]])
+                for r in results if r["thoughts"]]
 
     def section(report: HtmlReport) -> None:
         report.text("Parts of three kinds ride a conveyor (carried by friction) past an overhead camera; the "
@@ -118,6 +128,6 @@ def line_part(episodes: int, parts: int, seed: int, log: AuditLog) -> Part:
         for r in results:
             report.figure(_timeline_figure(r))
 
-    return Part("line", "1. The line, its rare events and its shield", [table],
+    return Part("line", "1. The line, its rare events and its shield", [table, *thoughts],
                 {"events": EVENTS, "results": [{k: v for k, v in r.items() if k != "timeline"} for r in results]},
                 section)

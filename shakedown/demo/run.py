@@ -101,6 +101,9 @@ class FactoryDemoConfig:
     """Randomized episodes per inspector."""
     parts_per_episode: Annotated[int, tyro.conf.arg(name="parts")] = bounded(8, 1, 10_000)
     """Parts inspected per episode."""
+    vlm: bool = True
+    """Also run the VLM inspector with the shipped adapter (agents/adapters/factory) in part 1; --no-vlm (or no
+    shipped adapter): the heuristic and the scripted expert only."""
     scenario: str = "factory/person-enters-during-jam"
     """Part 2's shipped scenario (shakedown scenario list)."""
     study: ScenarioSettings = ScenarioSettings(budget=12, estimator="ce-is", per_stage=30, max_stages=4, final=40)
@@ -219,7 +222,8 @@ def run_factory_demo(cfg: FactoryDemoConfig, console: Console | None = None) -> 
     decisions = SignedLog("decisions on the line", run_dir / "audit.log", run_dir / "audit-key.pub")
     with AuditLog(decisions.path, key) as log:
         if "line" in cfg.only:
-            runner("1. The line", lambda: line_part(cfg.episodes, cfg.parts_per_episode, cfg.seed, log))
+            vlm = shipped_agent(console, "factory") if cfg.vlm else None
+            runner("1. The line", lambda: line_part(cfg.episodes, cfg.parts_per_episode, cfg.seed, log, vlm))
     if "scenarios" in cfg.only:
         runner("2. A person enters the cell during a jam", lambda: scenario_part(
             cfg.scenario, run_dir / "scenario", cfg.seed, cfg.study,
