@@ -151,6 +151,25 @@ def test_shipped_adapter_loads_as_trained_and_decides_on_a_held_out_track():
     assert MPCParams(**decision.action) and decision.thought
 
 
+def test_shipped_factory_adapter_sees_the_defects_on_parts_it_never_saw():
+    from agents.training.sft_data import factory_examples
+    from agents.vlm.loading import agent_from_adapter
+    from agents.vlm.lora import read_manifest
+    from shakedown.demo.drive import SHIPPED_ADAPTERS
+
+    adapter = SHIPPED_ADAPTERS / "factory"
+    manifest = read_manifest(adapter)
+    assert manifest["task"] == "factory" and manifest["recipe"]["args"]["freeze_tower"] == "True"
+    agent = agent_from_adapter(adapter, "factory", merge=True)
+    parts = [ex.observation for ex in factory_examples(16, seed=99, source="line")]  # training used seed 0
+    decisions = [agent.decide(obs) for obs in parts]
+    assert all(d.parse_status == "ok" and d.thought for d in decisions)
+    right = [(d.action["decision"] == "reject") == obs.privileged["defective"] for d, obs in zip(decisions, parts)]
+    defective = sum(obs.privileged["defective"] for obs in parts)
+    # accepting everything would score 16 - defective; the adapter reads the defects
+    assert defective >= 3 and sum(right) >= 14, (sum(right), defective)
+
+
 def test_factory_sft_examples_come_from_the_line_when_asked():
     from agents.training.sft import SFTArgs
     from agents.training.sft_data import factory_examples
