@@ -56,7 +56,7 @@ class SFTArgs:
     freeze_tower: bool = False
     """Keep the pre-trained tower of --vision-init as it is (the projector and LoRA still train). Measured on
     the factory line: SFT at 2e-4 that trains the tower too wore its linear probe from 92.4 % of line frames
-    to 86.1 %, below what PPO then reached, so the tower capped the policy (docs/agent.md)."""
+    to 86.5 % (benchmarks.tower_probe), and the policy could read no more than that (docs/agent.md)."""
     bf16: bool = True
     """bfloat16 autocast in the training passes where the device computes it natively (CUDA, AVX512-BF16
     or AMX CPUs); float32 elsewhere, where emulated bfloat16 is ~30x slower. Weights stay float32."""
