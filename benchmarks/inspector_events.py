@@ -7,7 +7,7 @@ the shipped VLM inspector on the same seeded episodes twice, once with those eve
 and reports each one's accuracy (95 % BCa over parts), its false rejects and how many of its wrong
 decisions fell while an event was still active.
 
-    python -m benchmarks.inspector_events            # ~2 min
+    python -m benchmarks.inspector_events            # ~1 min
 
 Prints the table and writes benchmarks/results/inspector_events.json.
 """

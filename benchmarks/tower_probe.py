@@ -9,7 +9,7 @@ An adapter whose tower scores below its policy's accuracy target cannot reach it
 model alone.
 
     python -m benchmarks.tower_probe --towers runs/vision-factory \
-        --adapters runs/sft-factory-line-long/adapter runs/ppo-factory-val3/best      # ~6 min, mostly rendering
+        --adapters runs/sft-factory-line-long/adapter runs/ppo-factory-val3/best      # ~3 min, mostly rendering
 
 Prints the table and writes benchmarks/results/tower_probe.json. The probe is a logistic regression fitted
 by full-batch L-BFGS with an L2 penalty on standardised features (torch: scikit-learn is not a dependency
@@ -32,14 +32,14 @@ from safetensors.torch import load_file
 from transformers import SiglipVisionModel
 
 from agents.evaluation.intervals import mean_ci
-from agents.training.vision import TOWER_FILE, labelled_frames, siglip_config, to_pixels
+from agents.training.vision import TOWER_FILE, labelled_frames, saved_config, siglip_config, to_pixels
 from agents.vlm.loading import agent_from_adapter
 from agents.vlm.model import VisionConfig
 from benchmarks.expert_headroom import ROOT
 
 
 def pretrained_tower(run: Path) -> tuple[SiglipVisionModel, VisionConfig]:
-    vision = VisionConfig(**json.loads((run / "vision.json").read_text()))
+    vision = saved_config(run)
     tower = SiglipVisionModel(siglip_config(vision))
     tower.load_state_dict(load_file(run / TOWER_FILE))
     return tower, vision
@@ -65,7 +65,6 @@ def probe_correct(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tens
     mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
     x, xt = (train_x - mu) / sd, (test_x - mu) / sd
     y = torch.from_numpy(train_y).float()
-    torch.manual_seed(0)
     w, b = torch.zeros(x.shape[1], requires_grad=True), torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
 

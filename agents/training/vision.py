@@ -218,10 +218,15 @@ def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None, progr
     return args.out
 
 
+def saved_config(pretrained: Path) -> VisionConfig:
+    """The VisionConfig a pre-training run folder's tower was built with."""
+    return VisionConfig(**json.loads((Path(pretrained) / "vision.json").read_text()))
+
+
 def load_tower(model: torch.nn.Module, pretrained: Path, vision: VisionConfig) -> None:
     """Copy a pre-trained tower into a VLM built with the same VisionConfig (checked)."""
     pretrained = Path(pretrained)
-    saved = VisionConfig(**json.loads((pretrained / "vision.json").read_text()))
+    saved = saved_config(pretrained)
     if saved != vision:
         raise ConfigError(f"pre-trained tower in {pretrained} has {saved}, the VLM has {vision}; "
                           "pre-train with the same VisionConfig")
