@@ -102,7 +102,11 @@ def test_faults_on_the_link_never_reach_the_actuators(tmp_path):
         server.stop()
     assert relay.counts["up_duplicated"] and relay.counts["down_reordered"] and relay.counts["up_corrupted"] + \
         relay.counts["down_corrupted"]
-    assert result["applied"] >= 5
+    # How many decisions survive depends on thread timing as well as the seeded faults (measured 4-9 of
+    # ~20); what must hold is that valid ones still arrive, drive the car, and nothing is counted twice.
+    assert 1 <= result["applied"] and result["applied"] + sum(result["refused"].values()) <= result["observations_sent"]
+    s = np.array(result["trace"]["s"])
+    assert s.max() - s.min() > 1.0  # it drove on the decisions that got through
     link = result["link"]
     assert link.get("stale", 0) > 0  # duplicated and reordered messages dropped by sequence number
     assert server.counts["malformed"] + link.get("malformed", 0) > 0
