@@ -80,8 +80,14 @@ class _FactoryEnvBase(gym.Env):
 
     def _run(self, command: FactoryCommand, steps: int, costs: dict[str, float],
              stop: Callable[[], bool] | None = None) -> int:
-        """Run the line for up to `steps` control periods (until `stop()`); sums costs; returns steps run."""
+        """Run the line for up to `steps` control periods until `stop()`; sums costs; returns steps run.
+
+        `stop` is checked before each period: a condition that already holds runs nothing, so a frame is
+        taken the moment its part arrives whether or not an event split the wait (a step taken anyway
+        shifted every frame after an event's time by one period)."""
         for k in range(steps):
+            if stop is not None and stop():
+                return k
             verdict, report, step_costs = self.guard.step(command)
             for name, value in step_costs.indicators.items():
                 costs[name] = costs.get(name, 0.0) + value
@@ -89,8 +95,6 @@ class _FactoryEnvBase(gym.Env):
                                   "separation": min(report.separation, 5.0), "intervened": float(verdict.intervened),
                                   "binned": float(len(report.binned))})
             self.min_separation = min(self.min_separation, report.separation)
-            if stop is not None and stop():
-                return k + 1
         return steps
 
     def _reset_twin(self, seed: int | None, options: dict[str, Any] | None) -> dict[str, Any]:
