@@ -30,7 +30,7 @@ from agents.policies.sb3 import SB3Policy
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.tasks.car.instructions import CATEGORIES
 from agents.tasks.car.metrics import thought_flags
-from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from agents.tasks.factory.envs import FactoryInspectionEnv, inspection_task
 from agents.tasks.factory.faithfulness import thought_flags as part_thought_flags
 from agents.vlm.loading import agent_from_adapter, zero_shot_agent
 from agents.vlm.model import GenerationConfig
@@ -58,6 +58,9 @@ class EvalConfig:
     """Car: episodes per instruction category; factory: episodes."""
     parts: int = 8
     """Factory: parts per episode."""
+    trigger_jitter_s: float = 0.0
+    """Factory: the camera trigger's latency, drawn per part from [0, this] s (0: a perfect trigger; 0.15: up to 3
+    control periods late, as a PLC-cycled photo-eye may be)."""
     duration_s: float = 8.0
     """Car: simulated seconds per drive."""
     max_new_tokens: int = 128
@@ -138,7 +141,7 @@ def evaluate_factory(cfg: EvalConfig, policies: list[Policy], progress: Progress
     rows = []
     with progress_stage(progress, "evaluating factory", cfg.episodes * cfg.parts * len(policies)) as bar:
         for policy in policies:
-            env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=cfg.parts))
+            env = FactoryInspectionEnv(inspection_task(cfg.parts, cfg.trigger_jitter_s))
             for ep in range(cfg.episodes):
                 _, info = env.reset(seed=cfg.seed + ep)
                 done, part = False, 0

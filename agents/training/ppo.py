@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from agents.evaluation.evaluate import EvalConfig, evaluate_factory, vlm_policies
-from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from agents.tasks.factory.envs import FactoryInspectionEnv, inspection_task
 from agents.tasks.factory.faithfulness import thought_agreement
 from agents.training.audit import log_sample, open_training_log
 from agents.training.run import (
@@ -84,6 +84,8 @@ class PPOArgs(RLRunArgs):
     """Gradient norm clip."""
     parts_per_episode: int = bounded(8, 1, 10_000)
     """Parts decided per inspection episode."""
+    trigger_jitter_s: float = bounded(0.0, 0.0, 0.5)
+    """The camera trigger's latency on the training lines and the check, drawn per part from [0, this] s."""
     max_new_tokens: int = bounded(48, 1, 4096)
     """Longest answer sampled (tokens): a part decision is shorter than the car's parameters."""
     faithfulness_weight: float = bounded(0.25, 0.0, 10.0)
@@ -178,7 +180,7 @@ def validate(run: Run, args: PPOArgs) -> dict[str, float]:
     candidate = run.out / "candidate"
     save_policy(run, candidate, {})
     cfg = EvalConfig("factory", adapters=(str(candidate),), zero_shot=False, episodes=args.validate_episodes,
-                     parts=args.parts_per_episode, seed=args.validate_seed)
+                     parts=args.parts_per_episode, trigger_jitter_s=args.trigger_jitter_s, seed=args.validate_seed)
     rows = evaluate_factory(cfg, vlm_policies(cfg))
     return {f"val_{k}": float(np.mean([r[k] for r in rows])) for k in ("correct", "false_accept", "false_reject")}
 
@@ -211,7 +213,7 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
     if args.validate_every and not best:
         best = keep_if_best(run, validate(run, args), best, iteration)
         print(f"held-out check before PPO (iteration {iteration}): accuracy {best['val_correct']:.3f}")
-    envs = [FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=args.parts_per_episode))
+    envs = [FactoryInspectionEnv(inspection_task(args.parts_per_episode, args.trigger_jitter_s))
             for _ in range(args.num_envs)]
     audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, iteration])

@@ -39,6 +39,8 @@ class SFTArgs:
     source: str = "placed"
     """Factory frames: 'placed' (one part set under the camera in an empty cell, half of them defective) or
     'line' (the frames the inspecting policy meets on the running line, agents.tasks.factory.line_frames)."""
+    trigger_jitter_s: float = bounded(0.0, 0.0, 0.5)
+    """Factory, source 'line': the camera trigger's latency, drawn per part from [0, this] s."""
     base: str = DEFAULT_MODEL
     """Base language model: the default, or a local Hugging Face directory."""
     examples: int = bounded(256, 1, 1_000_000)
@@ -74,6 +76,8 @@ class SFTArgs:
         if self.task not in VERSIONS:
             raise ConfigError(f"SFTArgs.task {self.task!r} must be one of {sorted(VERSIONS)}")
         check_source("SFTArgs", self.source, self.task)
+        if self.trigger_jitter_s and self.source != "line":
+            raise ConfigError("SFTArgs.trigger_jitter_s is the running line's camera latency; give --source line with it")
         if self.freeze_tower and not self.vision_init:
             raise ConfigError("SFTArgs.freeze_tower keeps a pre-trained tower; a fresh one frozen would see nothing. "
                               "Give --vision-init RUN (agents.training.vision) or drop --freeze-tower")
@@ -82,7 +86,7 @@ class SFTArgs:
 def make_examples(args: SFTArgs) -> list[Example]:
     if args.task == "car":
         return car_examples(args.examples, args.seed, split="train")
-    return factory_examples(args.examples, args.seed, args.source)
+    return factory_examples(args.examples, args.seed, args.source, args.trigger_jitter_s)
 
 
 def batch_tensors(agent: VLMAgent, batch: list[Example]) -> dict[str, torch.Tensor]:

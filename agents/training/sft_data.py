@@ -88,9 +88,10 @@ DEFECT_WORDS = {
 }
 
 
-def factory_examples(n: int, seed: int, source: str = "placed") -> list[Example]:
-    """n expert answers on factory frames: 'placed' parts (part_frames) or the running line's (line_frames)."""
-    frames, specs = factory_frames(n, seed, source)
+def factory_examples(n: int, seed: int, source: str = "placed", trigger_jitter_s: float = 0.0) -> list[Example]:
+    """n expert answers on factory frames: 'placed' parts (part_frames) or the running line's (line_frames,
+    its camera trigger late by up to trigger_jitter_s)."""
+    frames, specs = factory_frames(n, seed, source, trigger_jitter_s)
     out = []
     for frame, spec in zip(frames, specs):
         state = {"belt_speed": 0.2, **{f"kind_{k}": float(k == spec.kind) for k in KIND_ORDER}}

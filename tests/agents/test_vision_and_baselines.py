@@ -86,6 +86,8 @@ def test_pretrained_tower_drops_into_the_vlm_and_a_mismatch_is_refused(tmp_path)
     assert moved and all(moved)
     with pytest.raises(ConfigError, match="Give --vision-init"):
         SFTArgs(task="factory", freeze_tower=True)
+    with pytest.raises(ConfigError, match="give --source line"):  # placed parts have no trigger to be late
+        SFTArgs(task="factory", source="placed", trigger_jitter_s=0.1)
 
 
 def test_prompt_versions_stay_buildable_and_unknown_ones_are_refused():

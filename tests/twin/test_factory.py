@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
-from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskConfig
+from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryLineEnv, FactoryTaskConfig, inspection_task
 from safety.factory.guard import FactoryGuard
 from twin.core.config import ConfigError
 from twin.core.randomization import Randomizer, Term, Uniform, streams
@@ -40,12 +40,13 @@ def test_same_seed_same_episode():
     assert a[-1] == b[-1]
 
 
-def _frames(events: list, parts: int = 3) -> list[tuple[float, np.ndarray]]:
-    env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=parts))
-    _, info = env.reset(seed=6, options={"events": events})
+def _frames(events: list, parts: int = 3, jitter: float = 0.0, seed: int = 6) -> list[tuple[float, np.ndarray]]:
+    env = FactoryInspectionEnv(inspection_task(parts, jitter))
+    _, info = env.reset(seed=seed, options={"events": events})
     shots = []
     while True:
-        shots.append((env.twin.t, info["observation"].image.copy()))
+        shots.append((env.twin.t, info["observation"].image.copy(), env.part.spec, env.part.triggered_at,
+                      env.twin.c.getBasePositionAndOrientation(env.part.body)[0][0]))
         _, _, term, trunc, info = env.step(0)
         if term or trunc:
             break
@@ -59,8 +60,26 @@ def test_an_event_not_yet_fired_leaves_every_frame_as_it_was():
     shifted frames as defective: benchmarks/inspector_events.py.)"""
     calm, split = _frames([]), _frames([(60.0, "jam")])  # three parts arrive long before 60 s
     assert len(split) == len(calm) == 3 and calm[-1][0] < 60.0
-    assert [t for t, _ in split] == [t for t, _ in calm]
-    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(split, calm))
+    assert [shot[0] for shot in split] == [shot[0] for shot in calm]
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(split, calm))
+
+
+def test_a_late_camera_trigger_shows_the_same_parts_further_along_and_is_seeded():
+    """FactoryParams.trigger_jitter_s: each frame is taken up to that long after its part crosses the
+    inspection line, drawn from a stream of its own: the parts fed in stay the same, and so does the episode
+    for the same seed."""
+    calm, late, again = _frames([], parts=6), _frames([], parts=6, jitter=0.15), _frames([], parts=6, jitter=0.15)
+    assert [c[2] for c in calm] == [x[2] for x in late]  # the same parts, in the same order
+    delays = [t - triggered for t, _, _, triggered, _ in late]
+    waits = [x[0] - c[0] for c, x in zip(calm, late)]
+    period = 1 / 20
+    assert all(0 <= w <= 0.15 + period + 1e-9 for w in waits) and max(waits) >= period
+    assert all(-1e-9 <= d < period + 1e-9 for d in delays)  # taken the period its latency ran out
+    assert all(x[4] >= c[4] for c, x in zip(calm, late))  # further along the belt, never behind
+    at = [c[4] for c in calm]
+    assert max(at) - min(at) < 0.002  # a perfect trigger sees every part at one place (within 2 mm) ...
+    assert max(x[4] - c[4] for c, x in zip(calm, late)) > 0.01  # ... a late one, centimetres further on
+    assert all(a[0] == b[0] and np.array_equal(a[1], b[1]) for a, b in zip(late, again))
 
 
 def test_the_parts_fed_in_do_not_depend_on_how_often_the_camera_is_read():

@@ -98,6 +98,9 @@ class FactoryParams:
     """Colour of the floor."""
     belt_rgb: tuple[float, float, float] = bounded((0.12, 0.12, 0.13), 0.0, 1.0)
     """Colour of the belt surface."""
+    trigger_jitter_s: float = bounded(0.0, 0.0, 0.5)
+    """The camera's trigger latency: each part's frame is taken a uniform [0, this] s after it crosses the
+    inspection line (rounded up to a control period). 0: the period it crosses, as a perfect trigger would."""
 
     def __post_init__(self) -> None:
         check_bounds(self)

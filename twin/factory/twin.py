@@ -48,15 +48,17 @@ JAM_RETRY_S = 2.0
 
 FACTORY_STREAMS = ("parts", "person", "sensors")
 """Independent random streams of a cell episode (twin.core.randomization.streams): the parts fed in, the person's walk,
-the camera's noise. Where a glare event falls has a stream too ("glare", `_episode_streams`)."""
+the camera's noise. Where a glare event falls and how late the camera's trigger fires have streams too ("glare",
+"trigger", `_episode_streams`)."""
 
 
 def _episode_streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
-    """The episode's streams, plus "glare": a child of the camera stream's seed (Generator.spawn), so where a
-    glare falls depends neither on how often the camera was read nor adds a draw from the episode's generator
-    (what it draws after a reset, e.g. the parts of twin.factory.samples, stays as it was)."""
+    """The episode's streams, plus "glare" and "trigger": children of the camera stream's seed (Generator.spawn,
+    glare first as it always was), so neither depends on how often the camera was read nor adds a draw from the
+    episode's generator (what it draws after a reset, e.g. the parts of twin.factory.samples, stays as it was)."""
     out = streams(rng, *FACTORY_STREAMS)
     out["glare"] = out["sensors"].spawn(1)[0]
+    out["trigger"] = out["sensors"].spawn(1)[0]
     return out
 
 
@@ -96,6 +98,8 @@ class Part:
     """'belt', 'held' (in the gripper), 'binned' or 'dropped'."""
     bin: str | None = None
     inspected: bool = False
+    triggered_at: float | None = None
+    """When the camera's frame of it is due: crossing the inspection line plus the trigger's latency."""
     stuck_since: float | None = None
     pick_failed: bool = False
     """The arm tried and failed to grasp it."""
@@ -352,8 +356,12 @@ class FactoryTwin:
                 continue
             x, y, z = self._position(part)
             if not part.inspected and x >= INSPECT_X:
-                part.inspected = True
-                report.inspected.append(part.id)
+                if part.triggered_at is None:
+                    jitter = self.params.trigger_jitter_s
+                    part.triggered_at = self.t + (float(self._streams["trigger"].uniform(0.0, jitter)) if jitter else 0.0)
+                if self.t >= part.triggered_at:
+                    part.inspected = True
+                    report.inspected.append(part.id)
             if z < BELT_TOP - 0.08:
                 for name, b in BINS.items():
                     if b.contains(x, y) and z < b.rim + 0.05:

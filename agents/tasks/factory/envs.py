@@ -58,6 +58,14 @@ class FactoryTaskConfig:
         check_bounds(self)
 
 
+def inspection_task(parts_per_episode: int, trigger_jitter_s: float = 0.0) -> FactoryTaskConfig:
+    """The inspection line every trainer, check and evaluation runs: the randomized cell, `parts_per_episode`
+    parts, and the camera trigger's latency drawn per part from [0, trigger_jitter_s] s (FactoryParams)."""
+    twin = FactoryTaskConfig.twin
+    params = dataclasses.replace(twin.params, trigger_jitter_s=trigger_jitter_s)
+    return FactoryTaskConfig(twin=dataclasses.replace(twin, params=params), parts_per_episode=parts_per_episode)
+
+
 def decision_reward(part: Part, decision: str) -> dict[str, float]:
     """Named reward terms of one decision against ground truth."""
     defective = part.spec.defective

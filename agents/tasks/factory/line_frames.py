@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from agents.tasks.factory.envs import FactoryInspectionEnv, inspection_task
 from twin.core.config import ConfigError
 from twin.factory.parts import PartSpec
 from twin.factory.samples import part_frames
@@ -28,9 +28,11 @@ FIRST_SEED = 10_000
 """Line episodes start from seeds at or above this (evaluation episodes use 1000 + episode)."""
 
 
-def line_frames(n: int, seed: int, parts_per_episode: int = PARTS_PER_EPISODE) -> tuple[np.ndarray, list[PartSpec]]:
-    """n inspection frames (n, H, W, 3) uint8 from the running line and the spec of the part in each."""
-    env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=parts_per_episode))
+def line_frames(n: int, seed: int, parts_per_episode: int = PARTS_PER_EPISODE,
+                trigger_jitter_s: float = 0.0) -> tuple[np.ndarray, list[PartSpec]]:
+    """n inspection frames (n, H, W, 3) uint8 from the running line (its camera trigger late by up to
+    trigger_jitter_s) and the spec of the part in each."""
+    env = FactoryInspectionEnv(inspection_task(parts_per_episode, trigger_jitter_s))
     rng = np.random.default_rng([seed, 7])
     frames: list[np.ndarray] = []
     specs: list[PartSpec] = []
@@ -58,7 +60,11 @@ def check_source(owner: str, source: str, task: str) -> None:
         raise ConfigError(f"{owner}.source 'line' is for the factory; the car's frames come from its own episodes")
 
 
-def factory_frames(n: int, seed: int, source: str) -> tuple[np.ndarray, list[PartSpec]]:
-    """n labelled factory frames from `source` (see SOURCES)."""
+def factory_frames(n: int, seed: int, source: str, trigger_jitter_s: float = 0.0) -> tuple[np.ndarray, list[PartSpec]]:
+    """n labelled factory frames from `source` (see SOURCES); trigger_jitter_s applies to the line's camera."""
     check_source("factory_frames", source, "factory")
-    return (line_frames if source == "line" else part_frames)(n, seed)
+    if source == "line":
+        return line_frames(n, seed, trigger_jitter_s=trigger_jitter_s)
+    if trigger_jitter_s:
+        raise ConfigError("a trigger's latency is a property of the running line; use source 'line' with it")
+    return part_frames(n, seed)
