@@ -86,17 +86,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-frames", type=int, default=1536, help="line frames the probe is fitted on")
     ap.add_argument("--heldout-frames", type=int, default=512, help="line frames it is scored on (another seed)")
     ap.add_argument("--seed", type=int, default=777, help="seed of the training frames; held-out: seed + 1")
+    ap.add_argument("--trigger-jitter-s", type=float, default=0.0,
+                    help="the line camera's trigger latency, per part from [0, this] s (FactoryParams.trigger_jitter_s)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tower_probe.json")
     args = ap.parse_args(argv)
     if not args.towers and not args.adapters:
         ap.error("name at least one tower (--towers RUN) or adapter (--adapters DIR) to probe")
     t0 = time.perf_counter()
-    train_frames, train_labels = labelled_frames("factory", args.train_frames, args.seed, "line")
-    test_frames, test_labels = labelled_frames("factory", args.heldout_frames, args.seed + 1, "line")
+    train_frames, train_labels = labelled_frames("factory", args.train_frames, args.seed, "line", args.trigger_jitter_s)
+    test_frames, test_labels = labelled_frames("factory", args.heldout_frames, args.seed + 1, "line", args.trigger_jitter_s)
     y, yt = train_labels["defective"], test_labels["defective"]
     sources = [(str(p), *pretrained_tower(p)) for p in args.towers] + [(str(p), *adapter_tower(p)) for p in args.adapters]
-    table = Table(title=f"Linear probes for 'defective' on tower features: fitted on {len(y)} line frames, scored on "
-                        f"{len(yt)} others ({yt.mean():.0%} defective; 95 % BCa over frames)")
+    late = f", trigger late by up to {args.trigger_jitter_s:g} s" if args.trigger_jitter_s else ""
+    table = Table(title=f"Linear probes for 'defective' on tower features: fitted on {len(y)} line frames{late}, scored "
+                        f"on {len(yt)} others ({yt.mean():.0%} defective; 95 % BCa over frames)")
     for col in ("tower", "mean of patch features", "all tokens side by side"):
         table.add_column(col)
     results = {}

@@ -68,14 +68,16 @@ class VisionPretrainArgs:
         check_source("VisionPretrainArgs", self.source, self.task)
 
 
-def labelled_frames(task: str, n: int, seed: int, source: str = "placed") -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """n frames (n, H, W, 3) uint8 and their privileged labels, name -> (n,) array."""
+def labelled_frames(task: str, n: int, seed: int, source: str = "placed",
+                    trigger_jitter_s: float = 0.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """n frames (n, H, W, 3) uint8 and their privileged labels, name -> (n,) array (factory line frames: the
+    camera trigger late by up to trigger_jitter_s)."""
     if task == "factory":
         from agents.tasks.factory.envs import KIND_ORDER
         from agents.tasks.factory.line_frames import factory_frames
         from twin.factory.parts import DEFECTS
 
-        frames, specs = factory_frames(n, seed, source)
+        frames, specs = factory_frames(n, seed, source, trigger_jitter_s)
         return frames, {"defective": np.array([s.defective for s in specs], np.int64),
                         "defect": np.array([DEFECTS.index(s.defect) for s in specs], np.int64),
                         "kind": np.array([KIND_ORDER.index(s.kind) for s in specs], np.int64)}
