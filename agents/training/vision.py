@@ -46,6 +46,9 @@ class VisionPretrainArgs:
     """Factory frames: 'placed' (one part set under the camera in an empty cell: fast, half of them defective)
     or 'line' (the frames the inspecting policy meets on the running line). Factory held-out scores are
     reported on both kinds ('line_' keys for the line's), whichever trains."""
+    trigger_jitter_s: float = bounded(0.0, 0.0, 0.5)
+    """Factory, source 'line': the camera trigger's latency, drawn per part from [0, this] s (the line's held-out
+    frames too): a tower that has seen parts centimetres past the inspection line."""
     frames: int = bounded(1024, 8, 1_000_000)
     """Training frames rendered in the twin."""
     heldout_frames: int = bounded(256, 8, 1_000_000)
@@ -66,6 +69,9 @@ class VisionPretrainArgs:
         if self.task not in CLASSES:
             raise ConfigError(f"VisionPretrainArgs.task {self.task!r} must be one of {sorted(CLASSES)}")
         check_source("VisionPretrainArgs", self.source, self.task)
+        if self.trigger_jitter_s and self.source != "line":
+            raise ConfigError("VisionPretrainArgs.trigger_jitter_s is the running line's camera latency; "
+                              "give --source line with it")
 
 
 def labelled_frames(task: str, n: int, seed: int, source: str = "placed",
@@ -163,8 +169,9 @@ def scores(probe: Probe, pixels: torch.Tensor, targets: dict[str, torch.Tensor])
 def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None, progress: Progress | None = None) -> Path:
     vision = vision or VisionConfig()
     torch.manual_seed(args.seed)
-    frames, labels = labelled_frames(args.task, args.frames, args.seed, args.source)
-    held_frames, held_labels = labelled_frames(args.task, args.heldout_frames, args.seed + 10_000, args.source)
+    frames, labels = labelled_frames(args.task, args.frames, args.seed, args.source, args.trigger_jitter_s)
+    held_frames, held_labels = labelled_frames(args.task, args.heldout_frames, args.seed + 10_000, args.source,
+                                               args.trigger_jitter_s)
     # Regression targets standardised with the training set's statistics.
     stats = {k: (float(v.mean()), float(v.std() + 1e-8)) for k, v in labels.items() if v.dtype != np.int64}
 

@@ -41,12 +41,17 @@ def test_line_frames_are_what_the_inspecting_policy_sees_labelled_with_the_part_
     obs, _ = env.reset(seed=int(rng.integers(FIRST_SEED, 2**31)))
     assert np.array_equal(obs["image"], frames[0]) and env.part.spec == specs[0]
     env.close()
-    _, labels = labelled_frames("factory", 6, seed=3, source="line")
+    plain, labels = labelled_frames("factory", 6, seed=3, source="line")
     assert list(labels["defective"]) == [int(s.defective) for s in line_frames(6, 3)[1]]
     with pytest.raises(ConfigError, match="source 'line' is for the factory"):
         VisionPretrainArgs(task="car", source="line")
     with pytest.raises(ConfigError, match="must be one of"):
         VisionPretrainArgs(source="belt")
+    with pytest.raises(ConfigError, match="give --source line"):
+        VisionPretrainArgs(source="placed", trigger_jitter_s=0.1)
+    late, late_labels = labelled_frames("factory", 6, seed=3, source="line", trigger_jitter_s=0.15)
+    assert all(np.array_equal(late_labels[k], labels[k]) for k in labels)  # the same parts ...
+    assert not np.array_equal(late, plain)  # ... seen further on
 
 
 def test_pretrained_tower_drops_into_the_vlm_and_a_mismatch_is_refused(tmp_path):
