@@ -53,6 +53,10 @@ class VisionPretrainArgs:
     """Training frames rendered in the twin."""
     heldout_frames: int = bounded(256, 8, 1_000_000)
     """Frames rendered apart from training's, for the held-out scores."""
+    shift_px: int = bounded(0, 0, 32)
+    """Factory: move each training frame by a random whole number of pixels, up to this far along each axis (edges
+    repeated), as augmentation. A tower of 16-pixel patches sees a part a few pixels further on as a different
+    picture; a camera trigger that fires late (FactoryParams.trigger_jitter_s) shows it just so."""
     epochs: int = bounded(8, 1, 10_000)
     """Passes over the training frames."""
     batch_size: int = bounded(32, 1, 4096)
@@ -69,6 +73,9 @@ class VisionPretrainArgs:
         if self.task not in CLASSES:
             raise ConfigError(f"VisionPretrainArgs.task {self.task!r} must be one of {sorted(CLASSES)}")
         check_source("VisionPretrainArgs", self.source, self.task)
+        if self.shift_px and not FLIPS[self.task]:
+            raise ConfigError(f"VisionPretrainArgs.shift_px: a {self.task} frame's labels change when it moves; "
+                              "use it for the factory only")
         if self.trigger_jitter_s and self.source != "line":
             raise ConfigError("VisionPretrainArgs.trigger_jitter_s is the running line's camera latency; "
                               "give --source line with it")
@@ -209,6 +216,8 @@ def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None, progr
                     flip = torch.from_numpy(rng.random((len(idx), 2)) < 0.5).to(device)
                     batch = torch.where(flip[:, 0, None, None, None], batch.flip(-1), batch)
                     batch = torch.where(flip[:, 1, None, None, None], batch.flip(-2), batch)
+                if args.shift_px:
+                    batch = shifted(batch, rng.integers(-args.shift_px, args.shift_px + 1, (len(idx), 2)))
                 terms = losses(probe(batch), {k: v[idx] for k, v in y.items()})
                 loss = sum(terms.values())
                 optimizer.zero_grad()
@@ -225,6 +234,19 @@ def pretrain(args: VisionPretrainArgs, vision: VisionConfig | None = None, progr
                                                        "heldout_frames": args.heldout_frames, "history": history,
                                                        "label_stats": stats}, indent=1))
     return args.out
+
+
+def shifted(batch: torch.Tensor, shifts: np.ndarray) -> torch.Tensor:
+    """Each (C, H, W) image of `batch` moved by whole pixels (dx, dy) per row of `shifts`, its edges repeated
+    into the gap (nearest sampling on an affine grid: the shift is exact)."""
+    n, _, h, w = batch.shape
+    theta = torch.zeros(n, 2, 3, dtype=batch.dtype, device=batch.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    # The grid says where each output pixel samples from: -shift, in units of half the image.
+    theta[:, 0, 2] = torch.from_numpy(-2.0 * shifts[:, 0] / w).to(batch)
+    theta[:, 1, 2] = torch.from_numpy(-2.0 * shifts[:, 1] / h).to(batch)
+    grid = torch.nn.functional.affine_grid(theta, list(batch.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(batch, grid, mode="nearest", padding_mode="border", align_corners=False)
 
 
 def saved_config(pretrained: Path) -> VisionConfig:

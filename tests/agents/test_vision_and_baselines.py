@@ -14,7 +14,7 @@ from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
 from agents.tasks.factory.line_frames import FIRST_SEED, line_frames
 from agents.training.sb3 import SB3Args, make_env, train_sb3
 from agents.training.sft import SFTArgs, train_sft
-from agents.training.vision import VisionPretrainArgs, labelled_frames, load_tower, pretrain
+from agents.training.vision import VisionPretrainArgs, labelled_frames, load_tower, pretrain, shifted
 from agents.vlm.model import VisionConfig, build_vlm
 from agents.vlm.prompts import PROMPTS, prompt_for
 from shakedown.cli import main
@@ -52,6 +52,16 @@ def test_line_frames_are_what_the_inspecting_policy_sees_labelled_with_the_part_
     late, late_labels = labelled_frames("factory", 6, seed=3, source="line", trigger_jitter_s=0.15)
     assert all(np.array_equal(late_labels[k], labels[k]) for k in labels)  # the same parts ...
     assert not np.array_equal(late, plain)  # ... seen further on
+
+
+def test_shift_augmentation_moves_each_frame_by_whole_pixels_and_repeats_its_edges():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    y = shifted(x, np.array([[2, -1], [0, 0]]))  # the first 2 px right and 1 px up; the second stays
+    assert torch.equal(y[1], x[1])
+    assert torch.equal(y[0][:, :-1, 2:], x[0][:, 1:, :-2])  # exact: every value moved, none blended
+    assert torch.equal(y[0][:, :, 0], y[0][:, :, 2]) and torch.equal(y[0][:, -1], y[0][:, -2])  # edges repeated
+    with pytest.raises(ConfigError, match="factory only"):
+        VisionPretrainArgs(task="car", shift_px=4)
 
 
 def test_pretrained_tower_drops_into_the_vlm_and_a_mismatch_is_refused(tmp_path):
