@@ -25,7 +25,7 @@ from rich.table import Table
 
 from agents.evaluation.intervals import mean_ci
 from agents.policies.inspectors import HeuristicInspector
-from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from agents.tasks.factory.envs import FactoryInspectionEnv, inspection_task
 from agents.vlm.loading import agent_from_adapter
 from benchmarks.expert_headroom import ROOT
 from shakedown.demo.line import EVENTS
@@ -35,7 +35,7 @@ from twin.factory.twin import DECISIONS
 
 def inspect(policy: Policy, episodes: int, parts: int, events: list[tuple[float, str]]) -> list[dict]:
     """One row per part: line time, the events active when it was decided, its defect, the decision, right or not."""
-    env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=parts))
+    env = FactoryInspectionEnv(inspection_task(parts))
     rows = []
     try:
         for episode in range(episodes):

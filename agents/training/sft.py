@@ -75,9 +75,7 @@ class SFTArgs:
         check_bounds(self)
         if self.task not in VERSIONS:
             raise ConfigError(f"SFTArgs.task {self.task!r} must be one of {sorted(VERSIONS)}")
-        check_source("SFTArgs", self.source, self.task)
-        if self.trigger_jitter_s and self.source != "line":
-            raise ConfigError("SFTArgs.trigger_jitter_s is the running line's camera latency; give --source line with it")
+        check_source("SFTArgs", self.source, self.task, self.trigger_jitter_s)
         if self.freeze_tower and not self.vision_init:
             raise ConfigError("SFTArgs.freeze_tower keeps a pre-trained tower; a fresh one frozen would see nothing. "
                               "Give --vision-init RUN (agents.training.vision) or drop --freeze-tower")

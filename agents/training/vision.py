@@ -72,13 +72,10 @@ class VisionPretrainArgs:
         check_bounds(self)
         if self.task not in CLASSES:
             raise ConfigError(f"VisionPretrainArgs.task {self.task!r} must be one of {sorted(CLASSES)}")
-        check_source("VisionPretrainArgs", self.source, self.task)
+        check_source("VisionPretrainArgs", self.source, self.task, self.trigger_jitter_s)
         if self.shift_px and not FLIPS[self.task]:
             raise ConfigError(f"VisionPretrainArgs.shift_px: a {self.task} frame's labels change when it moves; "
                               "use it for the factory only")
-        if self.trigger_jitter_s and self.source != "line":
-            raise ConfigError("VisionPretrainArgs.trigger_jitter_s is the running line's camera latency; "
-                              "give --source line with it")
 
 
 def labelled_frames(task: str, n: int, seed: int, source: str = "placed",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
-from agents.tasks.factory.envs import FactoryInspectionEnv, FactoryTaskConfig
+from agents.tasks.factory.envs import FactoryInspectionEnv, inspection_task
 from safety.audit.log import AuditLog
 from safety.audit.records import decision_body
 from shakedown.demo.part import Part, Table
@@ -30,7 +30,7 @@ COSTS = ("separation", "collision", "dropped", "jam_running", "stray_release")
 
 def run_policy(policy: Policy, episodes: int, parts: int, seed: int, log: AuditLog, bar, task) -> dict:
     """`episodes` randomized episodes of `parts` parts each, every decision logged with its frame."""
-    env = FactoryInspectionEnv(FactoryTaskConfig(parts_per_episode=parts))
+    env = FactoryInspectionEnv(inspection_task(parts))
     metrics, costs, timeline, thoughts = [], {k: 0.0 for k in COSTS}, None, []
     for ep in range(episodes):
         _, info = env.reset(seed=seed * 1000 + ep, options={"events": list(EVENTS)})

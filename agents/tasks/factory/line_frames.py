@@ -51,20 +51,18 @@ def line_frames(n: int, seed: int, parts_per_episode: int = PARTS_PER_EPISODE,
     return np.stack(frames), specs
 
 
-def check_source(owner: str, source: str, task: str) -> None:
-    """Refuse a frame source that is unknown, or 'line' for a task other than the factory (`owner` names the
-    config in the message)."""
+def check_source(owner: str, source: str, task: str, trigger_jitter_s: float = 0.0) -> None:
+    """Refuse a frame source that is unknown, 'line' for a task other than the factory, or a camera trigger's
+    latency on frames that are not the line's (`owner` names the config in the message)."""
     if source not in SOURCES:
         raise ConfigError(f"{owner}.source {source!r} must be one of {SOURCES}")
     if source == "line" and task != "factory":
         raise ConfigError(f"{owner}.source 'line' is for the factory; the car's frames come from its own episodes")
+    if trigger_jitter_s and source != "line":
+        raise ConfigError(f"{owner}.trigger_jitter_s is the running line's camera latency; give --source line with it")
 
 
 def factory_frames(n: int, seed: int, source: str, trigger_jitter_s: float = 0.0) -> tuple[np.ndarray, list[PartSpec]]:
     """n labelled factory frames from `source` (see SOURCES); trigger_jitter_s applies to the line's camera."""
-    check_source("factory_frames", source, "factory")
-    if source == "line":
-        return line_frames(n, seed, trigger_jitter_s=trigger_jitter_s)
-    if trigger_jitter_s:
-        raise ConfigError("a trigger's latency is a property of the running line; use source 'line' with it")
-    return part_frames(n, seed)
+    check_source("factory_frames", source, "factory", trigger_jitter_s)
+    return line_frames(n, seed, trigger_jitter_s=trigger_jitter_s) if source == "line" else part_frames(n, seed)
