@@ -63,7 +63,7 @@ from agents.vlm.model import GenerationConfig, training_autocast
 from agents.vlm.parsing import Parsed, parse_car
 from agents.vlm.speculative import PrefixCache, SharedHead
 from safety.lagrangian import Lagrange, LagrangeConfig
-from twin.car.tracks import TRAIN_TRACKS
+from twin.car.tracks import training_tracks
 from twin.core.config import ConfigError, bounded, parse_config
 from twin.core.progress import Progress, progress_stage
 
@@ -113,6 +113,10 @@ class GRPOArgs(RLRunArgs):
     """Elites kept (the latest; older ones were found around an older policy)."""
     imitate_batch: int = bounded(4, 1, 1024)
     """Elites replayed per step."""
+    track_widths: tuple[float, ...] = ()
+    """Train on each training track at every width from the first to the second number (m, wall to wall, 0.02 m
+    apart, e.g. 1.6 2.4); empty: each track at its own width. As SFT's --track-widths: the margin that pays
+    depends on the width, so a policy trained on three widths can learn one margin by heart."""
     categories: tuple[str, ...] = ()
     """Instruction categories the prompts are drawn from, uniformly (name one twice to draw it twice as often);
     empty: the environment's own draw over all four."""
@@ -127,6 +131,7 @@ class GRPOArgs(RLRunArgs):
         if self.imitate > 0 and self.explore == 0:
             raise ConfigError("GRPOArgs.imitate > 0 needs explore > 0: elites are exploration answers that beat the "
                               "sampled ones; set --explore (e.g. 3) or --imitate 0")
+        training_tracks(self.track_widths)  # a bad range fails here, naming it
         unknown = sorted(set(self.categories) - set(CATEGORIES))
         if unknown:
             raise ConfigError(f"GRPOArgs.categories: {unknown} unknown; choose from {list(CATEGORIES)}")
@@ -214,7 +219,8 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
         reference = agent_from_adapter(args.adapter, "car", GenerationConfig(precision="float32"), merge=True,
                                        seed=args.seed).model
         reference_head = PrefixCache(agent.prefix.stop_token)
-    env = CarInstructionEnv(CarTaskConfig(tracks=TRAIN_TRACKS, split="train", duration_s=args.duration_s))
+    env = CarInstructionEnv(CarTaskConfig(tracks=training_tracks(args.track_widths), split="train",
+                                                  duration_s=args.duration_s))
     audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, step])
     explore_rng = np.random.default_rng([args.seed, step, 1])  # apart from the episodes' draws
@@ -264,7 +270,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                     group_c.append(cost)
                     log_sample(audit, info["observation"], raw, parsed, agent.policy_id, terms, cost,
                                {"stage": "grpo", "step": step + 1, "instruction": info["instruction"],
-                                "category": info["category"],
+                                "category": info["category"], "track": info["track"],
                                 "driving_terms": driving, "driving_failure_reason": attempt.score.failure,
                                 "explored": j in moved})
                     for k, v in terms.items():

@@ -26,6 +26,7 @@ from agents.vlm.lora import LoraSettings
 from agents.vlm.model import VLMAgent, training_autocast
 from agents.vlm.model_store import DEFAULT_MODEL
 from agents.vlm.prompts import VERSIONS
+from twin.car.tracks import training_tracks
 from twin.core.config import ConfigError, bounded, check_bounds, parse_config
 from twin.core.progress import Progress, progress_stage
 
@@ -41,6 +42,10 @@ class SFTArgs:
     'line' (the frames the inspecting policy meets on the running line, agents.tasks.factory.line_frames)."""
     trigger_jitter_s: float = bounded(0.0, 0.0, 0.5)
     """Factory, source 'line': the camera trigger's latency, drawn per part from [0, this] s."""
+    track_widths: tuple[float, ...] = ()
+    """Car: train on each training track at every width from the first to the second number (m, wall to wall,
+    0.02 m apart, e.g. 1.6 2.4), so the answer's margin is read from the half width the prompt states; empty:
+    each track at its own width (three widths in all, so a policy can learn one margin by heart)."""
     base: str = DEFAULT_MODEL
     """Base language model: the default, or a local Hugging Face directory."""
     examples: int = bounded(256, 1, 1_000_000)
@@ -76,6 +81,9 @@ class SFTArgs:
         if self.task not in VERSIONS:
             raise ConfigError(f"SFTArgs.task {self.task!r} must be one of {sorted(VERSIONS)}")
         check_source("SFTArgs", self.source, self.task, self.trigger_jitter_s)
+        if self.track_widths and self.task != "car":
+            raise ConfigError("SFTArgs.track_widths widens the car's tracks; drop --track-widths for the factory")
+        training_tracks(self.track_widths)  # a bad range fails here, naming it
         if self.freeze_tower and not self.vision_init:
             raise ConfigError("SFTArgs.freeze_tower keeps a pre-trained tower; a fresh one frozen would see nothing. "
                               "Give --vision-init RUN (agents.training.vision) or drop --freeze-tower")
@@ -83,7 +91,7 @@ class SFTArgs:
 
 def make_examples(args: SFTArgs) -> list[Example]:
     if args.task == "car":
-        return car_examples(args.examples, args.seed, split="train")
+        return car_examples(args.examples, args.seed, split="train", tracks=training_tracks(args.track_widths))
     return factory_examples(args.examples, args.seed, args.source, args.trigger_jitter_s)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 
@@ -31,13 +32,17 @@ class Example:
     """The answer to learn: chain of thought, then the JSON action."""
 
 
-def car_thought(category: str, target_speed: float | None, action: dict[str, float], written: str | None = None) -> str:
+def car_thought(category: str, target_speed: float | None, action: dict[str, float], written: str | None = None,
+                half_width: float | None = None) -> str:
     """A short reason that states the intent and, for speeds, the target (every sampled thought token costs a
     model pass of ~80 ms on two CPU cores; agents.vlm.speculative drafts the repeated ones). A velocity thought
     states the target in m/s, and first what it was read from when the instruction wrote it otherwise
-    (`written`: the speed as written, e.g. 'nine km/h' -> "nine km/h is 2.5 m/s. Target 2.5 m/s.")."""
+    (`written`: the speed as written, e.g. 'nine km/h' -> "nine km/h is 2.5 m/s. Target 2.5 m/s.").
+    A centerline thought first copies the track's half width from the prompt (`half_width`), so the margin that
+    follows is computed from the number just written rather than remembered from the training tracks."""
     if category == "centerline":
-        return (f"Centerline: qn {action.get('qn', DEFAULT.qn):g}, margin "
+        on = f" on half width {half_width:.2f}" if half_width is not None else ""
+        return (f"Centerline{on}: qn {action.get('qn', DEFAULT.qn):g}, margin "
                 f"{action.get('track_safety_margin', DEFAULT.track_safety_margin):g} m, slower.")
     if category == "velocity":
         target = f"{target_speed:g} m/s"
@@ -51,8 +56,11 @@ def car_thought(category: str, target_speed: float | None, action: dict[str, flo
 
 
 def compact(value: float, decimals: int = 3) -> int | float:
-    """A number as short as JSON can write it: 60 rather than 60.0 (two fewer tokens to decode)."""
-    rounded = round(float(value), decimals)
+    """A number as short as JSON can write it: 60 rather than 60.0 (two fewer tokens to decode). Halves round
+    away from zero as written in decimal: round() would send 0.765 up and 0.735 down (their binary floats fall
+    either side), so a margin of half width - 0.185 would be taught as -0.18 on one width and -0.19 on the next."""
+    exact = Decimal(repr(round(float(value), 9))).quantize(Decimal(1).scaleb(-decimals), ROUND_HALF_UP)
+    rounded = float(exact)
     return int(rounded) if rounded.is_integer() else rounded
 
 
@@ -61,7 +69,8 @@ def answer(thought: str, action: dict) -> str:
 
 
 def car_examples(n: int, seed: int, split: str = "train", tracks: tuple[str, ...] = TRAIN_TRACKS) -> list[Example]:
-    env = CarInstructionEnv(CarTaskConfig(tracks=tracks, split=split, duration_s=1.0))
+    # No shield: an example is an episode's start and the expert's answer, nothing is driven.
+    env = CarInstructionEnv(CarTaskConfig(tracks=tracks, split=split, duration_s=1.0, safety=None))
     expert = ScriptedCarExpert()
     rng = np.random.default_rng(seed)
     out = []
@@ -73,7 +82,8 @@ def car_examples(n: int, seed: int, split: str = "train", tracks: tuple[str, ...
             # The margin to 2 decimals, as the thought states it (the expert's own differs by < 5 mm).
             changed = {k: compact(v, 2 if k == "track_safety_margin" else 3) for k, v in params.items()
                        if abs(v - getattr(DEFAULT, k)) > 1e-9}
-            thought = car_thought(info["category"], info["target_speed"], changed, written_speed(info["instruction"]))
+            thought = car_thought(info["category"], info["target_speed"], changed, written_speed(info["instruction"]),
+                                  obs.state["half_width"])
             out.append(Example(obs, answer(thought, changed)))
     finally:
         env.close()

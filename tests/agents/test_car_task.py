@@ -14,6 +14,7 @@ from agents.tasks.car.instructions import (
     sample_instruction,
 )
 from agents.tasks.car.metrics import FAILURE_IMPROVEMENT, improvement
+from twin.car.tracks import training_tracks
 from twin.core.config import ConfigError
 
 
@@ -130,3 +131,22 @@ def test_improvement_formula():
 def test_expert_rules_are_valid_params():
     for cat in CATEGORIES:
         assert isinstance(expert_params(cat, 2.0, 1.0, 0.31), MPCParams)
+
+
+def test_an_env_over_many_track_widths_keeps_a_few_worlds_and_drives_the_one_drawn():
+    """Worlds are kept for the latest tracks only (one per width would pile up), and evicting one never
+    touches the episode's own: the same seed gives the same drive after its world was rebuilt."""
+    env = CarInstructionEnv(CarTaskConfig(tracks=training_tracks((1.6, 2.4)), duration_s=1.0, camera=False))
+    try:
+        _, first = env.reset(seed=5)
+        before = env.evaluate(DEFAULT).metrics
+        seen = {first["track"]}
+        for seed in range(6, 40):
+            _, info = env.reset(seed=seed)
+            seen.add(info["track"])
+            assert len(env._twins) <= env.TWINS_KEPT and info["track"] in env._twins
+        assert len(seen) > env.TWINS_KEPT
+        _, again = env.reset(seed=5)
+        assert again["track"] == first["track"] and env.evaluate(DEFAULT).metrics == before
+    finally:
+        env.close()

@@ -30,9 +30,11 @@ from agents.tasks.car.instructions import (
     template_instruction,
     written_speed,
 )
+from agents.tasks.car.metrics import thought_agreement
 from agents.tasks.car.paraphrase import verdict
 from agents.training.sft_data import car_examples, car_thought
 from safety.audit.claims import extract_claims
+from twin.car.tracks import training_tracks
 from twin.core.config import ConfigError
 
 
@@ -188,3 +190,18 @@ def test_the_expert_thought_states_the_target_it_read_in_metres_per_second():
     assert velocity
     for ex in velocity:
         assert f"Target {ex.observation.privileged['target_speed']:g} m/s." in ex.target
+
+
+def test_on_many_widths_the_centerline_answer_copies_the_half_width_and_keeps_the_expert_margin():
+    """The thought states the prompt's half width, then the margin the expert computes from it: the answer's
+    margin is 0.18 m inside the half width on every track and width, and the thought agrees with the answer."""
+    tracks = training_tracks((1.6, 2.4))
+    examples = [ex for ex in car_examples(64, seed=3, tracks=tracks) if ex.observation.privileged["category"] == "centerline"]
+    assert len({ex.observation.state["half_width"] for ex in examples}) >= 5
+    for ex in examples:
+        hw = ex.observation.state["half_width"]
+        thought, action = ex.target.removeprefix("<think>").split("</think>\n")
+        margin = json.loads(action)["track_safety_margin"]
+        assert thought.startswith(f"Centerline on half width {hw:.2f}: ") and f"margin {margin:g} m" in thought
+        assert margin == pytest.approx(hw - 0.18, abs=1e-9)  # hw - 0.185 rounded the same way on every width
+        assert thought_agreement(thought, json.loads(action)) == 1.0

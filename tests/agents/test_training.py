@@ -254,6 +254,25 @@ def test_grpo_with_exploration_answers_and_chosen_categories(trained, tmp_path):
     assert log[0]["explored"] == len(explored) >= 1 and all(e["parse_status"] == "ok" for e in explored)
 
 
+def test_grpo_over_many_track_widths_drives_each_answer_on_a_drawn_width(trained, tmp_path):
+    """--track-widths: every answer is driven on a training track rebuilt at a width from the range, and the audit
+    log names it; a bad range, or widths for the factory, are refused before anything runs."""
+    from agents.training.grpo import GRPOArgs, train_grpo
+    from safety.audit.search import Query, search
+
+    with pytest.raises(ConfigError, match="two numbers"):
+        GRPOArgs(track_widths=(1.6,))
+    with pytest.raises(ConfigError, match="widens the car's tracks"):
+        SFTArgs(task="factory", track_widths=(1.6, 2.4))
+    train_grpo(GRPOArgs(adapter=str(trained[1]), steps=1, prompts_per_step=3, group=2, max_new_tokens=24,
+                        track_widths=(1.6, 2.4), duration_s=0.5, out=tmp_path, audit=True))
+    tracks = [e["body"]["context"]["track"] for e in search(tmp_path / "audit.log", Query())]
+    assert len(tracks) == 6
+    for name in tracks:
+        base, width = name.split("@")
+        assert base in ("oval", "kidney", "chicane") and 1.6 <= float(width) <= 2.4
+
+
 def test_elites_are_the_explored_answers_that_beat_every_sampled_one_by_the_margin():
     from agents.training.grpo import elites
 

@@ -211,14 +211,66 @@ def procedural(seed: int, width: float = 2.0) -> Track:
     raise ConfigError(f"procedural track seed {seed}: no drivable track found; try another seed")
 
 
+def at_widths(names: tuple[str, ...], low: float, high: float, step: float = 0.02) -> tuple[str, ...]:
+    """Each track of `names` at every width from `low` to `high` m in `step`s that it is drivable at (a tight
+    track cannot be widened as far: its walls would cross inside its curves). A 0.02 m step keeps each half
+    width exact at the two decimals a prompt shows."""
+    if not 0.8 <= low <= high <= 5.0:
+        raise ConfigError(f"track widths [{low}, {high}] m must satisfy 0.8 <= low <= high <= 5.0")
+    widths = np.round(np.arange(low, high + step / 2, step), 6)
+    out = []
+    for name in names:
+        for width in widths:
+            try:
+                load_track(at_width(name, float(width)))
+            except ConfigError:
+                continue  # too wide for this track's curves
+            out.append(at_width(name, float(width)))
+    if not out:
+        raise ConfigError(f"no track of {list(names)} is drivable at any width in [{low}, {high}] m; narrow the range")
+    return tuple(out)
+
+
+def training_tracks(widths: tuple[float, ...] = ()) -> tuple[str, ...]:
+    """The tracks training draws from: TRAIN_TRACKS as they are (`widths` empty), or each of them at every
+    drivable width in [low, high] m (`widths` = (low, high))."""
+    if not widths:
+        return TRAIN_TRACKS
+    if len(widths) != 2:
+        raise ConfigError(f"track widths {list(widths)}: give none or two numbers, the lowest and highest "
+                          f"wall-to-wall width in metres (e.g. 1.6 2.4)")
+    return at_widths(TRAIN_TRACKS, float(widths[0]), float(widths[1]))
+
+
+WIDTH_SEP = "@"
+"""Separates a track's name from a width it is rebuilt at: 'oval@1.8' is the oval, 1.8 m wall to wall."""
+
+
+def at_width(name: str, width: float) -> str:
+    """The name of track `name` rebuilt `width` m wide (same centre line), e.g. at_width('oval', 1.8) -> 'oval@1.8'."""
+    return f"{name.split(WIDTH_SEP)[0]}{WIDTH_SEP}{width:g}"
+
+
 def load_track(name: str) -> Track:
-    """A named track ('oval', 'kidney', 'chicane', 'sprint') or 'procedural-<seed>'."""
+    """A named track ('oval', 'kidney', 'chicane', 'sprint') or 'procedural-<seed>', optionally at another
+    width: '<track>@<width m>' keeps the centre line and moves the walls (training on many widths teaches a
+    policy to read the width it is given rather than remember one)."""
+    base, sep, width_text = name.partition(WIDTH_SEP)
+    width: float | None = None
+    if sep:
+        try:
+            width = float(width_text)
+        except ValueError:
+            raise ConfigError(f"track {name!r}: the width after {WIDTH_SEP!r} must be a number of metres, "
+                              f"e.g. 'oval@1.8'") from None
     named = _named()
-    if name in named:
-        pts, width = named[name]
-        return from_control_points(name, pts, width)
-    if name.startswith("procedural-"):
-        seed = name.removeprefix("procedural-")
+    if base in named:
+        pts, own = named[base]
+        return from_control_points(name, pts, own if width is None else width)
+    if base.startswith("procedural-"):
+        seed = base.removeprefix("procedural-")
         if seed.isdigit():
-            return procedural(int(seed))
-    raise ConfigError(f"unknown track {name!r}; choose one of {list(NAMED_TRACKS)} or 'procedural-<seed>'")
+            track = procedural(int(seed)) if width is None else procedural(int(seed), width)
+            return dataclasses.replace(track, name=name) if sep else track
+    raise ConfigError(f"unknown track {name!r}; choose one of {list(NAMED_TRACKS)} or 'procedural-<seed>', "
+                      f"optionally at a width in metres ('oval@1.8')")

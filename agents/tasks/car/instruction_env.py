@@ -135,8 +135,19 @@ class CarInstructionEnv(gym.Env):
         self.instruction: Instruction | None = None
         self._default: Attempt | None = None
 
+    TWINS_KEPT = 8
+    """Worlds kept built, the latest used (a world takes ~20 ms to build; a run over many track widths would
+    otherwise keep one PyBullet world per width)."""
+
     def _twin(self, track: str) -> CarTwin:
-        if track not in self._twins:
+        if track in self._twins:
+            self._twins[track] = self._twins.pop(track)  # most recently used last
+        else:
+            while len(self._twins) >= self.TWINS_KEPT:
+                oldest = next(iter(self._twins))
+                self._twins.pop(oldest).close()
+                self._mpcs.pop(oldest)
+                self._guards.pop(oldest, None)
             cfg = CarTwinConfig(track=track, control_hz=self.config.control_hz, physics_dt=0.01, lidar=False,
                                 camera=self.config.camera, params=self.config.params,
                                 randomization=self.config.randomization)
