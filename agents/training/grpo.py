@@ -220,7 +220,7 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                                        seed=args.seed).model
         reference_head = PrefixCache(agent.prefix.stop_token)
     env = CarInstructionEnv(CarTaskConfig(tracks=training_tracks(args.track_widths), split="train",
-                                                  duration_s=args.duration_s))
+                                          duration_s=args.duration_s))
     audit = open_training_log(args.out, args.audit)
     rng = np.random.default_rng([args.seed, step])
     explore_rng = np.random.default_rng([args.seed, step, 1])  # apart from the episodes' draws

@@ -211,6 +211,15 @@ def procedural(seed: int, width: float = 2.0) -> Track:
     raise ConfigError(f"procedural track seed {seed}: no drivable track found; try another seed")
 
 
+WIDTH_SEP = "@"
+"""Separates a track's name from a width it is rebuilt at: 'oval@1.8' is the oval, 1.8 m wall to wall."""
+
+
+def at_width(name: str, width: float) -> str:
+    """The name of track `name` rebuilt `width` m wide (same centre line), e.g. at_width('oval', 1.8) -> 'oval@1.8'."""
+    return f"{name.split(WIDTH_SEP)[0]}{WIDTH_SEP}{width:g}"
+
+
 def at_widths(names: tuple[str, ...], low: float, high: float, step: float = 0.02) -> tuple[str, ...]:
     """Each track of `names` at every width from `low` to `high` m in `step`s that it is drivable at (a tight
     track cannot be widened as far: its walls would cross inside its curves). A 0.02 m step keeps each half
@@ -221,11 +230,12 @@ def at_widths(names: tuple[str, ...], low: float, high: float, step: float = 0.0
     out = []
     for name in names:
         for width in widths:
+            wide = at_width(name, float(width))
             try:
-                load_track(at_width(name, float(width)))
+                load_track(wide)
             except ConfigError:
                 continue  # too wide for this track's curves
-            out.append(at_width(name, float(width)))
+            out.append(wide)
     if not out:
         raise ConfigError(f"no track of {list(names)} is drivable at any width in [{low}, {high}] m; narrow the range")
     return tuple(out)
@@ -240,15 +250,6 @@ def training_tracks(widths: tuple[float, ...] = ()) -> tuple[str, ...]:
         raise ConfigError(f"track widths {list(widths)}: give none or two numbers, the lowest and highest "
                           f"wall-to-wall width in metres (e.g. 1.6 2.4)")
     return at_widths(TRAIN_TRACKS, float(widths[0]), float(widths[1]))
-
-
-WIDTH_SEP = "@"
-"""Separates a track's name from a width it is rebuilt at: 'oval@1.8' is the oval, 1.8 m wall to wall."""
-
-
-def at_width(name: str, width: float) -> str:
-    """The name of track `name` rebuilt `width` m wide (same centre line), e.g. at_width('oval', 1.8) -> 'oval@1.8'."""
-    return f"{name.split(WIDTH_SEP)[0]}{WIDTH_SEP}{width:g}"
 
 
 def load_track(name: str) -> Track:
