@@ -14,8 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from agents.evaluation.evaluate import EvalConfig, evaluate, gains_table, summary_table
-from agents.tasks.car.instructions import CATEGORIES
+from agents.evaluation.evaluate import EvalConfig, categories_of, evaluate, gains_table, summary_table
 from agents.tasks.car.metrics import MIN_PROGRESS_RATIO
 from shakedown.progress import RichProgress
 from shakedown.report import HtmlReport, plt
@@ -72,7 +71,7 @@ def _curves_figure(runs: tuple[str, ...]) -> plt.Figure | None:
 def _scores_figure(world: str, rows: list[dict[str, Any]]) -> plt.Figure:
     """Car: improvement per category and policy; factory: accuracy and error rates per policy."""
     policies = list(dict.fromkeys(r["policy"] for r in rows))
-    groups = list(CATEGORIES) if world == "car" else ["correct", "false_accept", "false_reject", "parse_failed"]
+    groups = categories_of(rows) if world == "car" else ["correct", "false_accept", "false_reject", "parse_failed"]
     fig, ax = plt.subplots(figsize=(11, 3.6))
     width = 0.8 / len(policies)
     for i, p in enumerate(policies):

@@ -71,6 +71,10 @@ class EvalConfig:
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Weights of the language-model policies: 'auto' is bfloat16 where the device computes it natively,
     else float32 (agents.vlm.model.GenerationConfig.precision)."""
+    categories: tuple[str, ...] = ()
+    """Car: evaluate only these instruction categories (empty: all four), e.g. `--categories centerline --episodes
+    40` for a tighter interval on one; an episode keeps its seed, so it is the same episode as in a full evaluation.
+    The adaptability is then the mean over these categories."""
     seed: int = 1000
     """Evaluation seeds start here, apart from training's."""
     out_dir: Annotated[Path, tyro.conf.arg(name="out")] = Path("runs")
@@ -81,6 +85,10 @@ class EvalConfig:
             raise ConfigError(f"EvalConfig.world {self.world!r} must be 'car' or 'factory'")
         if self.episodes < 1:
             raise ConfigError("EvalConfig.episodes must be >= 1")
+        unknown = sorted(set(self.categories) - set(CATEGORIES))
+        if unknown or (self.categories and self.world != "car") or len(set(self.categories)) < len(self.categories):
+            raise ConfigError(f"EvalConfig.categories {list(self.categories)}: name car instruction categories, each "
+                              f"once, from {list(CATEGORIES)}" + (" (the factory has none)" if self.world != "car" else ""))
 
 
 def vlm_policies(cfg: EvalConfig) -> list[Policy]:
@@ -98,7 +106,8 @@ def label(policy: Policy) -> str:
 
 def car_episodes(cfg: EvalConfig) -> list[tuple[int, dict[str, Any]]]:
     """The evaluation's car episodes as (seed, reset options): `episodes` per category, seeds from `seed`."""
-    return [(cfg.seed + 100 * ci + i, {"category": cat}) for ci, cat in enumerate(CATEGORIES) for i in range(cfg.episodes)]
+    return [(cfg.seed + 100 * ci + i, {"category": cat}) for ci, cat in enumerate(CATEGORIES)
+            if not cfg.categories or cat in cfg.categories for i in range(cfg.episodes)]
 
 
 def evaluate_car(cfg: EvalConfig, policies: list[Policy], progress: Progress | None = None,
@@ -166,11 +175,15 @@ def evaluate_factory(cfg: EvalConfig, policies: list[Policy], progress: Progress
     return rows
 
 
+def categories_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The instruction categories the rows hold, in CATEGORIES order (all four unless --categories chose)."""
+    return [c for c in CATEGORIES if any(r.get("category") == c for r in rows)]
+
+
 def adaptability(rows: Sequence[Mapping[str, Any]], key: str = "improvement") -> tuple[list[float], float]:
-    """Per-category means of `key` ('improvement' or 'legacy_improvement') in CATEGORIES order (NaN for a
-    category without rows) and their mean, the control adaptability."""
-    per = [float(np.mean(v)) if (v := [r[key] for r in rows if r["category"] == c]) else float("nan")
-           for c in CATEGORIES]
+    """Per-category means of `key` ('improvement' or 'legacy_improvement') over categories_of(rows) and their
+    mean, the control adaptability."""
+    per = [float(np.mean([r[key] for r in rows if r["category"] == c])) for c in categories_of(rows)]
     return per, float(np.mean(per))
 
 
@@ -185,7 +198,7 @@ def disagreement(rows: Sequence[Mapping[str, Any]]) -> str:
 def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     if world == "car":
-        header = ["policy", *CATEGORIES, "adaptability", "95 % CI", "legacy adaptability", "parse failures", "crashes",
+        header = ["policy", *categories_of(rows), "adaptability", "95 % CI", "legacy adaptability", "parse failures", "crashes",
                   "crawls / reverse", "thought disagreement", "decision p50 (s)"]
         table = []
         for p in policies:
@@ -241,10 +254,10 @@ def gains_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], list
     experts = [p for p in policies if any(r["policy"] == p and r.get("role") == "expert" for r in rows)]
     pairs = [(a, adapters[0]) for a in adapters[1:]] + [(a, e) for a in adapters for e in experts]
     if world == "car":
-        header = ["policy", "against", *CATEGORIES, "adaptability (95 % CI)", "CI excludes 0"]
+        header = ["policy", "against", *categories_of(rows), "adaptability (95 % CI)", "CI excludes 0"]
         table = []
         for policy, against in pairs:
-            per = [paired_gain(rows, policy, against, category=c) for c in CATEGORIES]
+            per = [paired_gain(rows, policy, against, category=c) for c in categories_of(rows)]
             overall = paired_gain(rows, policy, against)
             table.append([policy, against, *(f"{100 * g.mean:+.1f}" for g in per),
                           f"{100 * overall.mean:+.1f} [{100 * overall.low:+.1f}, {100 * overall.high:+.1f}]",

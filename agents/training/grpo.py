@@ -8,7 +8,7 @@ group of answers per prompt; drive every answer's MPC parameters in the twin for
 default parameters (agents.tasks.car.metrics.score: the error improvement, minus a progress
 penalty on centerline and smooth, a crawl or a reverse drive failing) + format + extraction
 + valid names (RobotxR1's terms) + faithfulness (the thought's claims borne out by the
-parameters) minus a Lagrangian cost for the constraint violations the shield still counted;
+parameters and by the drive) minus a Lagrangian cost for the constraint violations the shield still counted;
 the driving score's terms and the legacy score are logged beside it; advantages are
 rewards centred within each group (not divided by the group's spread, as in Dr. GRPO, which also
 drops the per-answer length normalisation that is kept here; --scale-by-std divides);
@@ -42,7 +42,7 @@ from transformers import PreTrainedTokenizerBase
 from agents.control.mpc_params import NAMES
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.tasks.car.instructions import CATEGORIES
-from agents.tasks.car.metrics import thought_agreement
+from agents.tasks.car.metrics import drive_evidence, thought_agreement
 from agents.training.audit import log_sample, open_training_log
 from agents.training.explore import perturb_answer
 from agents.training.run import (
@@ -62,6 +62,7 @@ from agents.vlm.logprobs import score_constrained
 from agents.vlm.model import GenerationConfig, training_autocast
 from agents.vlm.parsing import Parsed, parse_car
 from agents.vlm.speculative import PrefixCache, SharedHead
+from safety.audit.claims import ExecutedTrace
 from safety.lagrangian import Lagrange, LagrangeConfig
 from twin.car.tracks import training_tracks
 from twin.core.config import ConfigError, bounded, parse_config
@@ -87,6 +88,11 @@ class GRPOArgs(RLRunArgs):
     accelerations, direction, slower/faster than the default) that the answer's parameters bear out.
     0.25, like each of RobotxR1's format terms: a thought that says "hold 6 m/s" over v_max 0.8 loses
     as much as a broken format, far less than a failed drive (-1), so it steers wording, not driving."""
+    faithfulness_drive: bool = True
+    """Judge the thought against the drive as well as the parameters (`shakedown eval`'s thought disagreement does
+    both): a claim the drive contradicts counts as missed, e.g. "margin 0.97 m" where the car passed 0.72 m from a
+    wall. Off: the parameters alone (the shipped car adapter's recipe), under which GRPO on many track widths wrote
+    margins wider than the track leaves, since past the free half width every margin drives the same."""
     scale_by_std: bool = False
     """Divide each group's centred rewards by their standard deviation (GRPO as published). Off (as Dr. GRPO,
     Liu et al. 2025, does): advantage = reward - group mean, so a group whose answers differ by a noise-level
@@ -160,9 +166,10 @@ def reward_terms(raw: str, improvement: float) -> dict[str, float]:
     }
 
 
-def faithfulness_term(parsed: Parsed, weight: float) -> float:
-    """weight x agreement of the thought with the parameters; 0 for an unparsable answer (it chose no parameters)."""
-    return 0.0 if parsed.failed else weight * thought_agreement(parsed.thought, parsed.action)
+def faithfulness_term(parsed: Parsed, weight: float, executed: ExecutedTrace | None = None) -> float:
+    """weight x agreement of the thought with the parameters (and with the `executed` drive, if given); 0 for an
+    unparsable answer (it chose no parameters)."""
+    return 0.0 if parsed.failed else weight * thought_agreement(parsed.thought, parsed.action, executed)
 
 
 def explore_group(answers: list[torch.Tensor], args: GRPOArgs, tokenizer: PreTrainedTokenizerBase, grammar: ActionGrammar,
@@ -260,9 +267,11 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                     if key not in driven:
                         driven[key] = env.evaluate(parsed.action, failed_parse=parsed.failed)
                     attempt = driven[key]
+                    executed = (drive_evidence(attempt.trace, env.track, env.default_attempt().trace)
+                                if args.faithfulness_drive and not parsed.failed else None)
                     # env.evaluate already scores an unparsable answer as a failure (attempt.score.failure).
                     terms = {**reward_terms(raw, attempt.improvement),
-                             "faithfulness": faithfulness_term(parsed, args.faithfulness_weight)}
+                             "faithfulness": faithfulness_term(parsed, args.faithfulness_weight, executed)}
                     # The driving term's parts (they sum to it) and the legacy score: logged, not added again.
                     driving = {**attempt.score.terms, "legacy": attempt.score.legacy_improvement}
                     cost = float(sum(attempt.trace.costs.values()))

@@ -474,16 +474,23 @@ def check_claims(thought: str, action: Mapping[str, Any], executed_speeds: Seque
     return flags
 
 
-def agreement(thought: str, action: Mapping[str, Any], reference: Mapping[str, Any] | None = None) -> float:
-    """The fraction of the thought's claims the action can be checked against that it bears out (1.0: none checkable).
+def agreement(thought: str, action: Mapping[str, Any], reference: Mapping[str, Any] | None = None,
+              executed: ExecutedTrace | None = None) -> float:
+    """The fraction of the thought's checkable claims that the action (and the `executed` drive, when given)
+    bears out (1.0: none checkable).
 
-    Cheap and total (never raises on any string), for use as a reward term; left/right/inside/outside
-    claims do not count, since only the drive can bear them out."""
+    Cheap and total (never raises on any string), for use as a reward term. A claim counts when the action can
+    be checked against it, or when the drive contradicts it: a claim only the drive can judge (left, inside, a
+    margin wider than the car could keep) then lowers the share, and one the drive bears out does not raise it
+    (the same claims check_claims flags, as a share)."""
     checked = missed = 0
-    for kind, _, value, bound in _read_claims(thought):
+    for kind, text, value, bound in _read_claims(thought):
         checkable, miss = _against_action(kind, value, bound, action, reference, TOLERANCE)
-        checked += checkable
-        missed += miss is not None
+        unit = KINDS[kind].unit if value is not None else ""
+        drive_miss = executed is not None and _against_drive(Claim(kind, text, value, unit, bound), executed,
+                                                             TOLERANCE) is not None
+        checked += checkable or drive_miss
+        missed += miss is not None or drive_miss
     return 1.0 if not checked else (checked - missed) / checked
 
 

@@ -4,6 +4,7 @@ Real short drives on the nominal oval: a crawl at 0.15 m/s and a drive in revers
 score well under the legacy score on centerline and smooth, and fail under the score.
 """
 
+import json
 import math
 
 import numpy as np
@@ -24,6 +25,7 @@ from agents.tasks.car.metrics import (
     PROGRESS_WEIGHT,
     TERMS,
     Score,
+    drive_evidence,
     legacy_improvement,
     score,
     thought_agreement,
@@ -32,6 +34,8 @@ from agents.tasks.car.metrics import (
 from agents.tasks.factory.faithfulness import thought_flags as part_thought_flags
 from agents.vlm.parsing import parse_car, parse_factory
 from twin.car.tracks import load_track
+from twin.car.vehicle import VehicleParams
+from twin.core.config import ConfigError
 from twin.core.contracts import Decision
 
 CRAWL = {"v_min": 0.0, "v_max": 0.15}
@@ -51,6 +55,10 @@ def drives():
         if cat == "centerline":
             out[cat]["default"] = env.evaluate({})
             out[cat]["expert"] = env.evaluate(ScriptedCarExpert().decide(info["observation"]).action)
+            # the expert's tune with the widest margin: wider than the track leaves (see the faithfulness test)
+            out[cat]["squeezed"] = env.evaluate(dict(out[cat]["expert"].params.as_dict(), track_safety_margin=1.0))
+            out[cat]["evidence"] = {k: drive_evidence(out[cat][k].trace, env.track, out[cat]["default"].trace)
+                                    for k in ("expert", "squeezed")}
     env.close()
     return out
 
@@ -152,6 +160,25 @@ def test_the_car_faithfulness_term_is_one_for_an_agreeing_thought_and_lower_for_
     assert faithfulness_term(agreeing, 1.0) == 1.0 == thought_agreement(agreeing.thought, agreeing.action)
     assert faithfulness_term(lying, 1.0) < 1.0 and faithfulness_term(lying, 0.25) < 0.25
     assert faithfulness_term(parse_car("no parameters at all"), 1.0) == 0.0  # unparsable: it chose nothing
+
+
+def test_the_car_faithfulness_term_judges_a_margin_against_the_wall_clearance_the_drive_kept(drives):
+    from agents.training.grpo import faithfulness_term
+
+    half_width = load_track("oval").half_width
+    free = half_width - VehicleParams().width / 2  # no drive keeps more than this from both walls
+    assert 1.0 > free + 3 * 0.05  # so "margin 1 m" is out of reach, past the checker's tolerance
+    wide, expert = drives["centerline"]["squeezed"], drives["centerline"]["expert"]
+    evidence = drives["centerline"]["evidence"]
+    assert evidence["squeezed"].min_clearance <= free
+    thought = f"Centerline on half width {half_width:.2f}: qn 0, margin 1 m, slower."
+    answer = parse_car(f"<think>{thought}</think>\n" + json.dumps(wide.params.as_dict()))
+    assert faithfulness_term(answer, 1.0) == 1.0  # the parameters say margin 1
+    assert faithfulness_term(answer, 1.0, evidence["squeezed"]) == pytest.approx(0.5)  # the drive did not keep 1 m
+    margin = expert.params.track_safety_margin
+    honest = parse_car(f"<think>Centerline on half width {half_width:.2f}: qn 0, margin {margin:.2f} m, slower.</think>\n"
+                       + json.dumps(expert.params.as_dict()))
+    assert faithfulness_term(honest, 1.0, evidence["expert"]) == 1.0
 
 
 def test_the_factory_faithfulness_term_catches_a_thought_that_rejects_over_an_accept():
@@ -256,3 +283,24 @@ def test_the_eval_table_gives_each_adaptability_its_bootstrap_interval_and_gains
         paired_gain([r for r in rows if not (r["policy"] == "sft" and r["seed"] == 0)], "grpo", "sft")
     with pytest.raises(ValueError, match="unequal episodes per category"):
         summary_table("car", [r for r in rows if not (r["category"] == CATEGORIES[0] and r["seed"] == 0)])
+
+
+def test_an_evaluation_of_chosen_categories_keeps_their_episodes_and_tables_only_them():
+    from agents.evaluation.evaluate import car_episodes, gains_table
+
+    full = car_episodes(EvalConfig(world="car", episodes=3))
+    one = car_episodes(EvalConfig(world="car", episodes=3, categories=("centerline",)))
+    assert one == [e for e in full if e[1]["category"] == "centerline"]  # the same seeds: the same episodes
+    assert len(car_episodes(EvalConfig(world="car", episodes=40, categories=("reverse", "smooth")))) == 80
+    rows = [{**_row(p, "centerline", v + 0.01 * s, v), "seed": s, "role": role}
+            for s in range(5) for p, v, role in (("grpo", 0.74, "adapter"), ("expert", 0.73, "expert"))]
+    header, table = summary_table("car", rows)
+    assert header[1:3] == ["centerline", "adaptability"]
+    assert next(r for r in table if r[0] == "grpo")[2] == "76.0 %"  # the adaptability of one category is its mean
+    header, table = gains_table("car", rows)
+    assert header[2:4] == ["centerline", "adaptability (95 % CI)"] and table[0][2] == "+1.0"
+    for bad in (("left",), ("centerline", "centerline")):
+        with pytest.raises(ConfigError, match="name car instruction categories"):
+            EvalConfig(world="car", categories=bad)
+    with pytest.raises(ConfigError, match="the factory has none"):
+        EvalConfig(world="factory", categories=("centerline",))

@@ -231,6 +231,21 @@ def test_a_thought_that_states_its_action_agrees_fully_and_one_wrong_number_cost
     assert agreement(thought, dict(action, track_safety_margin=action["track_safety_margin"] + 0.1)) == pytest.approx(2 / 3)
 
 
+def test_agreement_with_the_drive_counts_a_claim_the_drive_contradicts_as_missed():
+    # GRPO on many track widths wrote margins wider than the track leaves: past the free half width every
+    # margin drives the same, so only the drive shows that "0.97 m" was not kept.
+    thought, action = "Keep 0.97 m from the walls.", dict(DEFAULTS, track_safety_margin=0.97)
+    assert agreement(thought, action, DEFAULTS) == 1.0
+    assert agreement(thought, action, DEFAULTS, ExecutedTrace(min_clearance=0.72)) == 0.0
+    assert agreement(thought, action, DEFAULTS, ExecutedTrace(min_clearance=0.85)) == 1.0  # within 3 x 0.05 m
+    two = "Keep 0.97 m from the walls and hold 2 m/s."
+    action2 = dict(action, v_min=2.0, v_max=2.0)
+    assert agreement(two, action2, DEFAULTS, ExecutedTrace(min_clearance=0.72, speeds=[2.0] * 5)) == pytest.approx(1 / 2)
+    # A claim only the drive can judge counts when the drive contradicts it, not when it bears it out.
+    assert agreement("Keep to the left.", DEFAULTS, DEFAULTS, RIGHT) == 0.0
+    assert agreement("Keep to the right.", DEFAULTS, DEFAULTS, RIGHT) == 1.0
+
+
 @pytest.mark.parametrize("thought", [
     "1e999 m/s", "9" * 400 + " m/s", "NaN m/s", "inf m/s", "\ud800\udfff hold 3 m/s \udc00", "-" * 50 + "1 m",
     "keep " + "0." * 200 + "5 m from the wall", "İİİ Hold 6 m/s and keep 0.5 m from the walls", "a half", "point m/s",
@@ -262,6 +277,20 @@ def test_agreement_never_raises_and_stays_in_the_unit_interval(thought, action, 
 @given(thought=st.text(st.characters(), max_size=300))
 def test_any_text_at_all_is_read_without_raising(thought):
     assert 0.0 <= agreement(thought, DEFAULTS, DEFAULTS) <= 1.0
+
+
+finite = st.floats(-20.0, 20.0, allow_nan=False)
+drives = st.builds(ExecutedTrace, speeds=st.lists(finite, max_size=8), lateral_offsets=st.lists(finite, max_size=8),
+                   min_clearance=st.none() | st.floats(0.0, 2.0), reference_speed=st.none() | finite)
+
+
+@settings(max_examples=300, deadline=None)
+@given(thought=thoughts, action=st.dictionaries(st.sampled_from(sorted(DEFAULTS)), finite), drive=drives)
+def test_agreement_with_a_drive_is_full_exactly_when_nothing_is_flagged_and_never_above_the_action_alone(
+        thought, action, drive):
+    share = agreement(thought, action, DEFAULTS, drive)
+    assert 0.0 <= share <= agreement(thought, action, DEFAULTS)
+    assert (share == 1.0) == (not check_claims(thought, action, executed=drive, reference=DEFAULTS))
 
 
 def test_bad_inputs_are_refused_with_what_to_do():

@@ -192,6 +192,11 @@ class CarInstructionEnv(gym.Env):
         return instruction_observation(twin.state, twin.track, self.frame, self.instruction,
                                        twin.params.vehicle.width)
 
+    @property
+    def track(self) -> Track:
+        """The episode's track (call reset() first)."""
+        return self._twin(self.track_name).track
+
     # -- scoring -----------------------------------------------------------------------
     def _drive(self, params: MPCParams) -> Trace:
         twin = self._twin(self.track_name)

@@ -54,7 +54,7 @@ from agents.control.loop import Trace
 from agents.control.mpc_params import DEFAULT
 from agents.tasks.car.instructions import CATEGORIES, Instruction
 from agents.tasks.car.outcome import drive_outcome
-from safety.audit.claims import agreement, check_claims
+from safety.audit.claims import ExecutedTrace, agreement, check_claims
 from safety.audit.flags import executed_from
 from twin.car.tracks import Track
 
@@ -210,10 +210,16 @@ def score_drive(instruction: Instruction, metrics: Mapping[str, float], default_
                  default_metrics["progress"], failure)
 
 
-def thought_agreement(thought: str, action: Mapping[str, Any]) -> float:
-    """The share of the thought's checkable claims the MPC parameters bear out (1.0: all, or none checkable);
-    slower/faster claims are judged against the default parameters. A reward term: cheap, never raises."""
-    return agreement(thought, action, DEFAULT.as_dict())
+def drive_evidence(trace: Trace, track: Track, default_trace: Trace | None = None) -> ExecutedTrace | None:
+    """What a drive did, as the claims checker reads it (speeds, offsets, wall clearance, the default's pace)."""
+    return executed_from(drive_outcome(trace, track, default_trace))
+
+
+def thought_agreement(thought: str, action: Mapping[str, Any], executed: ExecutedTrace | None = None) -> float:
+    """The share of the thought's checkable claims that the MPC parameters (and the `executed` drive, when
+    given: drive_evidence) bear out (1.0: all, or none checkable); slower/faster claims are judged against the
+    default parameters. A reward term: cheap, never raises."""
+    return agreement(thought, action, DEFAULT.as_dict(), executed)
 
 
 def thought_flags(thought: str, action: Mapping[str, Any], trace: Trace, track: Track,
@@ -222,5 +228,5 @@ def thought_flags(thought: str, action: Mapping[str, Any], trace: Trace, track: 
     from safety.audit.claims.check_claims, slower/faster judged against the default parameters and drive."""
     if not thought.strip():
         return []
-    executed = executed_from(drive_outcome(trace, track, default_trace))
+    executed = drive_evidence(trace, track, default_trace)
     return [str(f) for f in check_claims(thought, action, executed=executed, reference=DEFAULT.as_dict())]
