@@ -95,6 +95,17 @@ def _write_results(run_dir: Path, results: dict[str, Any]) -> None:
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
 
 
+def _episodes(world: str, rows: list[dict[str, Any]]) -> str:
+    """How many episodes each policy met, as a table title states it."""
+    first = rows[0]["policy"]
+    mine = [r for r in rows if r["policy"] == first]
+    if world == "car":
+        n = len(mine) // len(categories_of(mine))
+        return f"{n} episode{'s' * (n != 1)} per category"
+    n = len({r["seed"] for r in mine})
+    return f"{n} episode{'s' * (n != 1)}, {len(mine)} parts"
+
+
 def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
     """Evaluate (agents.evaluation), print the table, write report.html and results.json."""
     console = console or Console(width=None if Console().is_terminal else 160)
@@ -103,7 +114,8 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
     results = {"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()}, "rows": rows}
     _write_results(run_dir, results)  # the episodes first: a summary that fails must not lose an hour of driving
     header, table_rows = summary_table(cfg.world, rows)
-    table = Table(title=f"{cfg.world}: held-out evaluation (failed parses count as failures)")
+    title = f"{cfg.world}: held-out evaluation, {_episodes(cfg.world, rows)} (failed parses count as failures)"
+    table = Table(title=title)
     for h in header:
         table.add_column(h, justify="right")
     for r in table_rows:
@@ -119,6 +131,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
             gains.add_row(*(str(v) for v in r))
         console.print(gains)
     rep = HtmlReport(f"Shakedown evaluation: {cfg.world}")
+    rep.text(title)
     rep.table(header, table_rows)
     rep.text(COLUMNS_NOTE[cfg.world])
     if gains_rows:

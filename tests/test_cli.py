@@ -54,7 +54,8 @@ def test_the_demo_report_and_results_of_one_part(tmp_path, capsys):
     page = (run_dir / "report.html").read_text()
     assert page.count("data:image/png;base64") == 4  # one figure per category, the VLM's drive and thought in it
     assert "chain of thought" in page
-    assert "adaptability" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "adaptability" in out and "1 episode per category" in out  # the table says what it rests on
 
 
 def test_demo_parts_are_checked(capsys):

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import tyro
 
-from agents.evaluation.intervals import paired_gain, policy_ci
+from agents.evaluation.intervals import Interval, paired_gain, policy_ci
 from agents.policies.car_expert import FixedParamsPolicy, ScriptedCarExpert
 from agents.policies.inspectors import HeuristicInspector, ScriptedInspector
 from agents.policies.sb3 import SB3Policy
@@ -195,7 +195,14 @@ def disagreement(rows: Sequence[Mapping[str, Any]]) -> str:
     return f"{np.mean([bool(r.get('thought_flags')) for r in rows]):.3f}"
 
 
+def _bracket(interval: Interval, sign: str) -> str:
+    """An interval in score points, as the tables print it: '[12.3, 45.6]' (sign '+': '[+12.3, +45.6]')."""
+    return f"[{100 * interval.low:{sign}.1f}, {100 * interval.high:{sign}.1f}]"
+
+
 def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """One row per policy: car, each category's mean score with its 95 % interval, the adaptability with its
+    interval, the legacy score, failures and thought disagreement; factory, accuracy and its error rates."""
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     if world == "car":
         header = ["policy", *categories_of(rows), "adaptability", "95 % CI", "legacy adaptability", "parse failures", "crashes",
@@ -208,8 +215,10 @@ def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], li
             _, legacy = adaptability([{**r, "legacy_improvement": r.get("legacy_improvement", r["improvement"])}
                                       for r in mine], "legacy_improvement")
             ci = policy_ci(rows, p)
-            table.append([p, *(f"{100 * v:.1f} %" for v in per), f"{100 * mean:.1f} %",
-                          f"[{100 * ci.low:.1f}, {100 * ci.high:.1f}]", f"{100 * legacy:.1f} %",
+            cells = [f"{100 * v:.1f} % {_bracket(policy_ci(mine, p, category=c), '')}"
+                     for v, c in zip(per, categories_of(rows))]
+            table.append([p, *cells, f"{100 * mean:.1f} %",
+                          _bracket(ci, ''), f"{100 * legacy:.1f} %",
                           sum(r["parse_failed"] for r in mine), sum(r["crashed"] for r in mine),
                           sum(r.get("failure") in ("crawl", "reverse") for r in mine), disagreement(mine),
                           f"{np.median([r['latency_s'] for r in mine]):.3f}"])
@@ -259,8 +268,8 @@ def gains_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], list
         for policy, against in pairs:
             per = [paired_gain(rows, policy, against, category=c) for c in categories_of(rows)]
             overall = paired_gain(rows, policy, against)
-            table.append([policy, against, *(f"{100 * g.mean:+.1f}" for g in per),
-                          f"{100 * overall.mean:+.1f} [{100 * overall.low:+.1f}, {100 * overall.high:+.1f}]",
+            table.append([policy, against, *(f"{100 * g.mean:+.1f} {_bracket(g, '+')}" for g in per),
+                          f"{100 * overall.mean:+.1f} {_bracket(overall, '+')}",
                           "yes" if overall.excludes_zero else "no"])
         return header, table
     header = ["policy", "against", "accuracy gain (95 % CI)", "CI excludes 0"]

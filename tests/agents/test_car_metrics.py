@@ -216,7 +216,7 @@ def test_the_eval_table_puts_the_legacy_score_and_thought_disagreement_beside_th
     header, table = summary_table("car", rows)
     col = {h: i for i, h in enumerate(header)}
     grpo = next(r for r in table if r[0] == "grpo")
-    assert grpo[col["centerline"]] == "-100.0 %" and grpo[col["adaptability"]] == "20.0 %"
+    assert grpo[col["centerline"]] == "-100.0 % [-100.0, -100.0]" and grpo[col["adaptability"]] == "20.0 %"
     assert grpo[col["legacy adaptability"]] == "75.0 %" and grpo[col["crawls / reverse"]] == 1
     assert grpo[col["thought disagreement"]] == "0.250"
     assert next(r for r in table if r[0] == "default")[col["thought disagreement"]] == "-"  # no thoughts
@@ -267,6 +267,9 @@ def test_the_eval_table_gives_each_adaptability_its_bootstrap_interval_and_gains
     sft = next(r for r in table if r[0] == "sft")
     low, high = (float(x) for x in sft[col["95 % CI"]].strip("[]").split(","))
     assert low < float(sft[col["adaptability"]].rstrip(" %")) < high and high - low > 5  # wide: 48 noisy episodes
+    mean, interval = sft[col["centerline"]].split(" % ")  # each category's mean carries its own interval (12 episodes)
+    low, high = (float(x) for x in interval.strip("[]").split(","))
+    assert low < float(mean) < high and high - low > 10
     gain = paired_gain(rows, "grpo", "sft")
     assert gain.mean == pytest.approx(0.1) and gain.high - gain.low < 1e-9 and gain.excludes_zero  # paired: no spread
     header, table = gains_table("car", rows)
@@ -298,7 +301,7 @@ def test_an_evaluation_of_chosen_categories_keeps_their_episodes_and_tables_only
     assert header[1:3] == ["centerline", "adaptability"]
     assert next(r for r in table if r[0] == "grpo")[2] == "76.0 %"  # the adaptability of one category is its mean
     header, table = gains_table("car", rows)
-    assert header[2:4] == ["centerline", "adaptability (95 % CI)"] and table[0][2] == "+1.0"
+    assert header[2:4] == ["centerline", "adaptability (95 % CI)"] and table[0][2] == "+1.0 [+1.0, +1.0]"
     for bad in (("left",), ("centerline", "centerline")):
         with pytest.raises(ConfigError, match="name car instruction categories"):
             EvalConfig(world="car", categories=bad)
