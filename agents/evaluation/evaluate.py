@@ -68,6 +68,9 @@ class EvalConfig:
     unconstrained: bool = False
     """Decode without the answer grammar (as before it existed): answers may then fail to parse, and
     each failure scores as one; for comparing against free decoding."""
+    calculator: bool = True
+    """Car: the decoder computes a speed the thought converts ("nine km/h is" -> " 2.5 m/s"; agents.vlm.grammar.
+    converted_speed); --no-calculator leaves the arithmetic to the model, as before 2026-11-27."""
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Weights of the language-model policies: 'auto' is bfloat16 where the device computes it natively,
     else float32 (agents.vlm.model.GenerationConfig.precision)."""
@@ -94,7 +97,7 @@ class EvalConfig:
 def vlm_policies(cfg: EvalConfig) -> list[Policy]:
     """The zero-shot model (if asked) and each adapter as its own agent (LoRA merged: inference only)."""
     gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, constrained=not cfg.unconstrained,
-                           precision=cfg.precision)
+                           precision=cfg.precision, calculator=cfg.calculator)
     out: list[Policy] = [zero_shot_agent(cfg.world, gen)] if cfg.zero_shot else []
     return out + [agent_from_adapter(path, cfg.world, gen, merge=True) for path in cfg.adapters]
 

@@ -210,7 +210,7 @@ def imitation_loss(model: torch.nn.Module, buffer: list[tuple[dict[str, torch.Te
 def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
     run = start_run("car", "grpo", args, args.out, args.base, args.seed, adapter=args.adapter, resume=args.resume)
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
-    grammar = action_grammar(tokenizer, "car")  # what sample_answers decodes under
+    grammar = action_grammar(tokenizer, "car", agent.generation.calculator)  # what sample_answers decodes under
     params = trainable_parameters(model, () if args.train_vision else VISION_PARTS)
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     lagrange = Lagrange(LagrangeConfig(cost_limit=args.cost_limit))

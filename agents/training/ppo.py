@@ -198,7 +198,7 @@ def train_ppo(args: PPOArgs, progress: Progress | None = None) -> Path:
     run = start_run("factory", "ppo", args, args.out, args.base, args.seed, adapter=args.adapter,
                     resume=args.resume)
     model, agent, tokenizer = run.model, run.agent, run.agent.tokenizer
-    grammar = action_grammar(tokenizer, "factory")  # what sample_answers decodes under
+    grammar = action_grammar(tokenizer, "factory", agent.generation.calculator)  # what sample_answers decodes under
     value_head = ValueHead(model.config.text_config.hidden_size).to(model.device)
     params = trainable_parameters(model, () if args.train_vision else VISION_PARTS) + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr)

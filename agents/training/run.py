@@ -159,7 +159,7 @@ def sample_answers(agent: VLMAgent, prompts: list[dict[str, torch.Tensor]], n: i
     return [list(d.answers) for d in generate_groups(agent.model, agent.tokenizer, prompts, agent.task, n=n,
                                                      temperature=temperature, max_new_tokens=max_new_tokens,
                                                      max_width=GROUP_WIDTH if n * len(prompts) > 1 else None,
-                                                     **prefix)]
+                                                     calculator=agent.generation.calculator, **prefix)]
 
 
 VISION_PARTS = ("vision_tower", "multi_modal_projector")

@@ -6,7 +6,9 @@ far and the token budget only, so agents.vlm.logprobs replays it token for token
 1. forced: the tokens the grammar forces - llguidance's fast-forward tokens (the rest of `<think>`,
    `</think>` once `</` is written, `": `, `, "`, a key's rest once its prefix is unique) and the only
    token the mask allows (EOS after `}`) - are appended without a sampling step; they go to the model
-   in one forward pass together with the sampled token before them (jump-forward);
+   in one forward pass together with the sampled token before them (jump-forward). With the calculator
+   (the default), so is a speed the car thought converts: after "nine km/h is" comes " 2.5 m/s"
+   (grammar.converted_speed);
 2. finish: once the answer has max_new_tokens tokens, it is completed without the model: with the
    neutral ending (grammar.neutral_endings: a key at its default, the factory's hold) that best
    continues the text, else the closing character, digit or lowest token the grammar allows. These
@@ -36,7 +38,15 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from agents.vlm.grammar import THOUGHT_CHARS, answer_lark, neutral_endings, probe_texts, written_bounds
+from agents.vlm.grammar import (
+    CONVERSION_CUE,
+    THOUGHT_CHARS,
+    answer_lark,
+    converted_speed,
+    neutral_endings,
+    probe_texts,
+    written_bounds,
+)
 from agents.vlm.speculative import Drafter, PrefixCache
 
 _LL_TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -55,21 +65,22 @@ def _ll_tokenizer(tokenizer: PreTrainedTokenizerBase) -> llguidance.LLTokenizer:
     return lltok
 
 
-def action_grammar(tokenizer: PreTrainedTokenizerBase, task: str) -> ActionGrammar:
-    """The task's answer grammar on this tokenizer, built once per tokenizer and task (~1 s)."""
+def action_grammar(tokenizer: PreTrainedTokenizerBase, task: str, calculator: bool = True) -> ActionGrammar:
+    """The task's answer grammar on this tokenizer, built once per tokenizer, task and calculator (~1 s)."""
     per_task = _GRAMMARS.setdefault(tokenizer, {})
-    if task not in per_task:
-        per_task[task] = ActionGrammar(tokenizer, task)
-    return per_task[task]
+    if (task, calculator) not in per_task:
+        per_task[task, calculator] = ActionGrammar(tokenizer, task, calculator)
+    return per_task[task, calculator]
 
 
 class ActionGrammar:
-    """One task's answer grammar on one tokenizer: fresh matchers, the neutral endings, the overrun."""
+    """One task's answer grammar on one tokenizer: fresh matchers, the neutral endings, the overrun; with
+    `calculator`, a speed the car thought converts is completed by grammar.converted_speed (policy rule 1)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, task: str) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, task: str, calculator: bool = True) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("constrained decoding needs a tokenizer with an end token (eos_token_id is None)")
-        self.task = task
+        self.task, self.calculator = task, calculator
         self.lltok = _ll_tokenizer(tokenizer)
         self.vocab = len(tokenizer)
         self.eos = int(tokenizer.eos_token_id)
@@ -186,7 +197,7 @@ class AnswerState:
         """Append what the policy chooses without the model (forced tokens, or the whole finish); the
         allowed tokens of the next sampling step, or None when the answer is complete."""
         while not self.done:
-            forced = self.matcher.compute_ff_tokens()
+            forced = self.matcher.compute_ff_tokens() or self._calculated()
             if forced:
                 self.push(forced, forced=True)
                 continue
@@ -202,6 +213,19 @@ class AnswerState:
                 raise RuntimeError(f"the grammar allows no token after {self.text!r}")
             return allowed
         return None
+
+    def _calculated(self) -> list[int]:
+        """The tokens of the converted speed the thought asks for (grammar.converted_speed), if the grammar has the
+        calculator, they fit the budget and the grammar takes them (a thought at its length limit may not); else []."""
+        if not self.grammar.calculator or not self.text.endswith(CONVERSION_CUE.encode()):
+            return []
+        text = converted_speed(self.grammar.task, self.text.decode("utf-8", "replace"))
+        if text is None:
+            return []
+        tokens = self.grammar.lltok.tokenize_str(text)
+        if self.budget is not None and len(self.tokens) + len(tokens) >= self.budget:
+            return []
+        return tokens if self.matcher.validate_tokens(tokens) == len(tokens) else []
 
     def sample(self, token: int) -> None:
         """Append a sampled token."""
@@ -368,22 +392,23 @@ class _Row:
 def constrained_generate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, enc: dict[str, torch.Tensor],
                          task: str, n: int = 1, temperature: float = 0.0, max_new_tokens: int = 128,
                          top_p: float = 1.0, generator: torch.Generator | None = None, drafter: Drafter | None = None,
-                         prefix: PrefixCache | None = None) -> Decoded:
+                         prefix: PrefixCache | None = None, calculator: bool = True) -> Decoded:
     """n answers to one prompt (`enc`: a batch of one, as VLMAgent.encode makes it), each complete under
     the task's grammar and ending with the end token; temperature 0 is greedy. `generator` seeds the
     sampling (None: torch's global generator). With a `prefix` cache and a `drafter` (agents.vlm.speculative)
     the prompt's head is not recomputed and drafted tokens are verified in the passes the answers need
     anyway: the same answers (greedy) or the same distribution (sampling), fewer passes. The drafter
-    remembers every answer given."""
+    remembers every answer given. `calculator`: car speeds the thought converts are computed (grammar.converted_speed)."""
     return generate_groups(model, tokenizer, [enc], task, n, temperature, max_new_tokens, top_p, generator,
-                           drafter, prefix)[0]
+                           drafter, prefix, calculator=calculator)[0]
 
 
 @torch.no_grad()
 def generate_groups(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[dict[str, torch.Tensor]],
                     task: str, n: int = 1, temperature: float = 0.0, max_new_tokens: int = 128, top_p: float = 1.0,
                     generator: torch.Generator | None = None, drafter: Drafter | None = None,
-                    prefix: PrefixCache | None = None, max_width: int | None = None) -> list[Decoded]:
+                    prefix: PrefixCache | None = None, max_width: int | None = None,
+                    calculator: bool = True) -> list[Decoded]:
     """A group of n answers to each prompt, all decoded in one batch (constrained_generate's answers, one
     Decoded per prompt). Each prompt runs once and its key/value cache is copied to its n rows; prompts of
     different lengths are padded after their end and the padding masked out, so every row sees exactly its
@@ -399,7 +424,7 @@ def generate_groups(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
         raise ValueError(f"constrained_generate: need prompts of one row each, n >= 1, temperature >= 0, 0 < top_p <= 1 "
                          f"(got {[enc['input_ids'].shape[0] for enc in prompts]} rows, n={n}, "
                          f"temperature={temperature}, top_p={top_p})")
-    grammar = action_grammar(tokenizer, task)
+    grammar = action_grammar(tokenizer, task, calculator)
     started = time.perf_counter()
     rows = [_Row(state, state.advance()) for state in (grammar.start(max_new_tokens) for _ in range(n * len(prompts)))]
     grammar_s = time.perf_counter() - started

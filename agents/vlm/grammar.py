@@ -21,6 +21,7 @@ import re
 from typing import Any
 
 from agents.control.mpc_params import PARAM_TABLE, SPECS
+from agents.tasks.car.instructions import ending_speed
 from agents.vlm.parsing import FACTORY_DECISIONS, FACTORY_FALLBACK
 
 TASKS = ("car", "factory")
@@ -90,6 +91,22 @@ def written_bounds(task: str, text: str) -> dict[str, float]:
         if m:
             found[low] = float(m.group(1))
     return found
+
+
+CONVERSION_CUE = " is"
+"""What a car thought writes after a speed it read in other units: "nine km/h is 2.5 m/s." (the SFT template)."""
+
+
+def converted_speed(task: str, text: str) -> str | None:
+    """The decoder's calculator: when a car thought has just written a speed and CONVERSION_CUE, the text that
+    follows, that speed in m/s (' 2.5 m/s' after '<think>nine km/h is'), appended as forced tokens; None otherwise.
+    The model reads the number and the unit from the instruction (a copy); the multiplication, which a 135M model
+    gets wrong on speeds it has not seen ("ten point zero seven mph is 0.95 m/s"), is done here, from what the
+    thought wrote, not from the instruction: a misread speed stays misread."""
+    if task != "car" or not text.endswith(CONVERSION_CUE) or "</think>" in text:
+        return None
+    value = ending_speed(text.removeprefix("<think>")[: -len(CONVERSION_CUE)])
+    return None if value is None else f" {value:g} m/s"
 
 
 def neutral_endings(task: str) -> tuple[str, ...]:

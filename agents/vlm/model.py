@@ -136,6 +136,10 @@ class GenerationConfig:
     held-out decisions in benchmarks/bench_agent.py), so a bfloat16 answer can depend on the answers
     decided before it."""
 
+    calculator: bool = True
+    """With `constrained`: when a car thought writes a speed and "is" (the template "nine km/h is 2.5 m/s."), the
+    decoder appends the speed in m/s itself (agents.vlm.grammar.converted_speed): the model reads the number and
+    unit, the arithmetic is not left to it. Off: the model writes the conversion too."""
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Weights of an agent built for deciding only (its adapter merged; training keeps float32): 'auto' is
     bfloat16 where the device computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16) and
@@ -196,7 +200,8 @@ class VLMAgent:
         if g.constrained:
             fast = {"drafter": self.drafter, "prefix": self.prefix} if g.speculative else {}
             decoded = constrained_generate(self.model, self.tokenizer, enc, self.task, temperature=g.temperature,
-                                           max_new_tokens=g.max_new_tokens, top_p=g.top_p, generator=self._gen, **fast)
+                                           max_new_tokens=g.max_new_tokens, top_p=g.top_p, generator=self._gen,
+                                           calculator=g.calculator, **fast)
             self.last_decoded = decoded
             return self.tokenizer.decode(decoded.answers[0], skip_special_tokens=True)
         sample = g.temperature > 0

@@ -301,3 +301,85 @@ def test_encode_answer_writes_any_answer_the_grammar_allows_as_the_sampler_would
     assert len(positions) + sum(forced) == len(ids)  # each token either sampled or forced, as in decoding
     with pytest.raises(ValueError, match="cannot write"):
         encode_answer(grammar, answer(thought, {"qn": 160}), 160)
+
+
+def _thought_state(tok, text: str, calculator: bool = True, budget: int | None = None):
+    grammar = action_grammar(tok, "car", calculator)
+    state = grammar.start(budget)
+    state.push(grammar.lltok.tokenize_str(text), forced=False)
+    return grammar, state
+
+
+def test_the_calculator_writes_the_speed_the_thought_converts_as_forced_tokens(tok):
+    grammar, state = _thought_state(tok, "<think>ten point zero seven mph is")
+    before = len(state.tokens)
+    assert state.advance() is not None  # the model samples again after the converted speed
+    assert state.text.decode() == "<think>ten point zero seven mph is 4.5 m/s" and all(state.forced[before:])
+    _, plain = _thought_state(tok, "<think>ten point zero seven mph is", calculator=False)
+    plain.advance()
+    assert plain.text.decode() == "<think>ten point zero seven mph is"  # without it the model writes the number
+    for text in ("<think>This is", "<think>Target 2 m/s, that is"):  # no speed right before "is": nothing added
+        _, other = _thought_state(tok, text)
+        other.advance()
+        assert other.text.decode() == text
+    # Where the converted speed does not fit (the thought's length limit, the budget), the model goes on alone.
+    long = "<think>" + "x" * (THOUGHT_CHARS - 12) + " 3 m/s is"  # 197 characters: " 3 m/s" would pass 200
+    _, full = _thought_state(tok, long)
+    full.advance()
+    assert full.text.decode() == long
+    grammar = action_grammar(tok, "car")
+    _, tight = _thought_state(tok, "<think>12.6 km/h is", budget=len(grammar.lltok.tokenize_str("<think>12.6 km/h is")) + 2)
+    assert tight.advance() is not None
+    assert tight.text.decode() == "<think>12.6 km/h is"
+
+
+def test_an_answer_with_a_converted_speed_replays_and_one_with_a_wrong_conversion_is_refused(tok):
+    from agents.vlm.constrained import encode_answer
+
+    grammar = action_grammar(tok, "car")
+    text = '<think>12.6 kilometers per hour is 3.5 m/s. Target 3.5 m/s.</think>\n{"v_min": 3.0, "v_max": 3.52}'
+    ids = encode_answer(grammar, text, 128)
+    positions, _, forced = replay(grammar, ids, 128)
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    converted = tok.decode([t for t, f in zip(ids, forced) if f], skip_special_tokens=True)
+    assert " 3.5 m/s" in converted  # the conversion is the decoder's, not a sampled token
+    with pytest.raises(ValueError, match="departs"):  # the model cannot write 1.6 after "12.6 km/h is"
+        encode_answer(grammar, text.replace("is 3.5 m/s", "is 1.6 m/s"), 128)
+    assert encode_answer(action_grammar(tok, "car", calculator=False), text.replace("is 3.5", "is 1.6"), 128)
+
+
+@settings(max_examples=60, deadline=None)
+@given(whole=st.integers(0, 40), frac=st.sampled_from(["", "5", "07", "25", "6"]), words=st.booleans(),
+       unit=st.sampled_from(["m/s", "km/h", "mph", "kilometers per hour", "miles per hour", "meters per second"]))
+def test_the_calculator_gives_the_target_the_instruction_reader_gives(whole, frac, words, unit):
+    """The speed after "<written> is" is the target parse_instruction reads from "Drive at <written>." (the SFT
+    thought's number), in the SFT thought's format."""
+    from agents.tasks.car.instructions import number_words, parse_instruction
+    from agents.vlm.grammar import converted_speed
+
+    number = f"{whole}.{frac}" if frac else str(whole)
+    written = f"{number_words(number) if words else number} {unit}"
+    try:
+        target = parse_instruction(f"Drive at {written}.").target_speed
+    except ConfigError:  # a speed the car cannot hold: still converted, as the thought wrote it
+        target = None
+    got = converted_speed("car", f"<think>{written} is")
+    assert got is not None and got.endswith(" m/s")
+    if target is not None:
+        assert got == f" {target:g} m/s"
+    assert converted_speed("factory", f"<think>{written} is") is None
+
+
+def test_constrained_logprobs_of_an_answer_with_a_converted_speed_equal_a_direct_computation(model, tok):
+    from agents.vlm.constrained import encode_answer
+
+    enc = encode(model, tok, "car", instruction="Drive at 12.6 km/h.", seed=4)
+    grammar = action_grammar(tok, "car")
+    text = '<think>12.6 km/h is 3.5 m/s. Target 3.5 m/s.</think>\n{"v_min": 3.0, "v_max": 3.52}'
+    answer = torch.tensor(encode_answer(grammar, text, 64))
+    _, _, forced = replay(grammar, answer.tolist(), 64)
+    forced = torch.tensor(forced)
+    (lp,), _ = score_constrained(model, enc, [answer], grammar, 64, temperature=1.0)
+    with torch.no_grad():
+        assert torch.all(lp[forced] == 0)
+        assert torch.allclose(lp.detach(), direct_logprobs(model, tok, enc, "car", answer, forced, 1.0), atol=1e-4)

@@ -389,6 +389,14 @@ def written_speed(text: str) -> str | None:
     return next((c.text for c in _claims(_lower(text)) if c.kind == "speed" and c.bound == "="), None)
 
 
+def ending_speed(text: str) -> float | None:
+    """The speed `text` ends with (digits or words; m/s, km/h or mph in any spelling parse_instruction reads), in m/s
+    to 0.01 as parse_instruction keeps a target: 'Read: ten point zero seven mph' -> 4.5. None if it ends otherwise."""
+    low = _lower(text).rstrip()
+    speeds = [c for c in _claims(low) if c.kind == "speed" and c.value is not None]
+    return round(float(speeds[-1].value), 2) if speeds and low.endswith(speeds[-1].text) else None
+
+
 def frame(text: str) -> str:
     """The sentence frame of `text`: lower case, speeds (number and unit) blanked to SPEED, punctuation dropped.
     Two instructions that differ only in their speed share a frame."""
