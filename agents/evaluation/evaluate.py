@@ -208,7 +208,8 @@ def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], li
     interval, the legacy score, failures and thought disagreement; factory, accuracy and its error rates."""
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     if world == "car":
-        header = ["policy", *categories_of(rows), "adaptability", "95 % CI", "legacy adaptability", "parse failures", "crashes",
+        categories = categories_of(rows)
+        header = ["policy", *categories, "adaptability", "95 % CI", "legacy adaptability", "parse failures", "crashes",
                   "crawls / reverse", "thought disagreement", "decision p50 (s)"]
         table = []
         for p in policies:
@@ -219,7 +220,7 @@ def summary_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], li
                                       for r in mine], "legacy_improvement")
             ci = policy_ci(rows, p)
             cells = [f"{100 * v:.1f} % {_bracket(policy_ci(mine, p, category=c), '')}"
-                     for v, c in zip(per, categories_of(rows))]
+                     for v, c in zip(per, categories)]
             table.append([p, *cells, f"{100 * mean:.1f} %",
                           _bracket(ci, ''), f"{100 * legacy:.1f} %",
                           sum(r["parse_failed"] for r in mine), sum(r["crashed"] for r in mine),
@@ -266,10 +267,11 @@ def gains_table(world: str, rows: list[dict[str, Any]]) -> tuple[list[str], list
     experts = [p for p in policies if any(r["policy"] == p and r.get("role") == "expert" for r in rows)]
     pairs = [(a, adapters[0]) for a in adapters[1:]] + [(a, e) for a in adapters for e in experts]
     if world == "car":
-        header = ["policy", "against", *categories_of(rows), "adaptability (95 % CI)", "CI excludes 0"]
+        categories = categories_of(rows)
+        header = ["policy", "against", *categories, "adaptability (95 % CI)", "CI excludes 0"]
         table = []
         for policy, against in pairs:
-            per = [paired_gain(rows, policy, against, category=c) for c in categories_of(rows)]
+            per = [paired_gain(rows, policy, against, category=c) for c in categories]
             overall = paired_gain(rows, policy, against)
             table.append([policy, against, *(f"{100 * g.mean:+.1f} {_bracket(g, '+')}" for g in per),
                           f"{100 * overall.mean:+.1f} {_bracket(overall, '+')}",

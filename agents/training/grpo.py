@@ -262,13 +262,14 @@ def train_grpo(args: GRPOArgs, progress: Progress | None = None) -> Path:
                 for j, ids in enumerate(answers):
                     raw = tokenizer.decode(ids, skip_special_tokens=True)
                     parsed = parse_car(raw)
-                    # Identical parameters drive identically (the episode replays its seed): drive once.
+                    # Identical parameters drive identically (the episode replays its seed): drive once, and read
+                    # what the drive did (for the faithfulness term) once.
                     key = (parsed.failed, tuple(sorted(parsed.action.items())))
                     if key not in driven:
-                        driven[key] = env.evaluate(parsed.action, failed_parse=parsed.failed)
-                    attempt = driven[key]
-                    executed = (drive_evidence(attempt.trace, env.track, env.default_attempt().trace)
-                                if args.faithfulness_drive and not parsed.failed else None)
+                        attempt = env.evaluate(parsed.action, failed_parse=parsed.failed)
+                        driven[key] = attempt, (drive_evidence(attempt.trace, env.track, env.default_attempt().trace)
+                                                if args.faithfulness_drive and not parsed.failed else None)
+                    attempt, executed = driven[key]
                     # env.evaluate already scores an unparsable answer as a failure (attempt.score.failure).
                     terms = {**reward_terms(raw, attempt.improvement),
                              "faithfulness": faithfulness_term(parsed, args.faithfulness_weight, executed)}

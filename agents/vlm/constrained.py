@@ -218,7 +218,7 @@ class AnswerState:
         """The tokens of the converted speed the thought asks for (grammar.converted_speed), if the grammar has the
         calculator, they fit the budget and the grammar takes them (a thought at its length limit may not); else []."""
         if not self.grammar.calculator or not self.text.endswith(CONVERSION_CUE.encode()):
-            return []
+            return []  # the common case, on every sampled token: no decode of the text so far
         text = converted_speed(self.grammar.task, self.text.decode("utf-8", "replace"))
         if text is None:
             return []
