@@ -24,12 +24,22 @@ class FixedParamsPolicy:
         return Decision(action=self.params.as_dict(), policy_id=self.policy_id)
 
 
+WALL_GAP = 0.03
+"""How far inside the free half width (half width - half the car's width) the expert puts its centerline margin (m)."""
+
+
+def centerline_margin(half_width: float, car_width: float) -> float:
+    """The expert's centerline margin before it is clipped into the parameter's range: just inside the free half
+    width, so the soft bounds squeeze the car towards the centre line without closing on it."""
+    return half_width - car_width / 2 - WALL_GAP
+
+
 def expert_params(category: str, target_speed: float | None, half_width: float, car_width: float) -> MPCParams:
     """Hand-tuned parameters for one instruction."""
     p = DEFAULT.as_dict()
     if category == "centerline":
         # Squeeze the soft track bounds around the centre and stop chasing the racing line.
-        p.update(qn=0.0, qalpha=10.0, track_safety_margin=min(1.0, max(0.0, half_width - car_width / 2 - 0.03)),
+        p.update(qn=0.0, qalpha=10.0, track_safety_margin=min(1.0, max(0.0, centerline_margin(half_width, car_width))),
                  v_max=3.0)
     elif category == "velocity":
         v = float(target_speed)

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 
 import numpy as np
 
 from agents.control.mpc_params import SPECS
 from agents.training.sft_data import answer, compact
-from agents.vlm.grammar import ORDERED
+from agents.vlm.grammar import ORDERED, SUBTRACTION, subtracted_margin
 from agents.vlm.parsing import parse_car
+
+MARGIN = "track_safety_margin"
 
 
 def _restate(thought: str, moves: list[tuple[float | int, float | int]]) -> str:
@@ -75,5 +78,26 @@ def perturb_answer(raw: str, rng: np.random.Generator, scale: float, share: floa
                 new[low], new[high] = new[high], new[low]
             else:
                 new[high] = compact(SPECS[low].default, 2)
-    thought = _restate(parsed.thought, [(written[k], new[k]) for k in keys if new[k] != written[k]])
+    inset = SUBTRACTION.search(parsed.thought) is not None  # the margin is restated through its inset, below
+    thought = _restate(parsed.thought, [(written[k], new[k]) for k in keys
+                                        if new[k] != written[k] and not (k == MARGIN and inset)])
+    if inset and new.get(MARGIN) != written.get(MARGIN) and (m := SUBTRACTION.search(thought)):
+        thought = _restate_inset(thought, m, new)
     return answer(thought, new)
+
+
+def _restate_inset(thought: str, found: re.Match, new: dict) -> str:
+    """A centerline thought that has the calculator subtract its margin ("half width 0.95 less 0.18 is 0.77 ...
+    margin 0.77 m") restated for a moved margin: the inset becomes the half width less the new margin (never below
+    zero: the calculator cannot add), the margin the calculator's result, in the thought and in `new`, so the
+    answer still decodes under the calculator."""
+    half_width = found.group(1)
+    inset = compact(max(0.0, float(Decimal(half_width) - Decimal(repr(new[MARGIN])))), 2)
+    stated = f"half width {half_width} less {inset:g} is"
+    margin = float(subtracted_margin("car", stated))
+    rest = thought[found.end():]
+    old = re.match(r" (\d+(?:\.\d+)?)", rest)
+    if old:
+        rest = rest[old.end():].replace(f"margin {old.group(1)} m", f"margin {margin:g} m", 1)
+    new[MARGIN] = compact(margin, 2)
+    return f"{thought[:found.start()]}{stated} {margin:g}{rest}"

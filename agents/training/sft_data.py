@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 
 from agents.control.mpc_params import DEFAULT
-from agents.policies.car_expert import ScriptedCarExpert
+from agents.policies.car_expert import ScriptedCarExpert, centerline_margin
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig
 from agents.tasks.car.instructions import written_speed
 from agents.tasks.factory.envs import INSTRUCTION, KIND_ORDER
@@ -33,17 +33,20 @@ class Example:
 
 
 def car_thought(category: str, target_speed: float | None, action: dict[str, float], written: str | None = None,
-                half_width: float | None = None) -> str:
+                half_width: float | None = None, inset: float | None = None) -> str:
     """A short reason that states the intent and, for speeds, the target (every sampled thought token costs a
     model pass of ~80 ms on two CPU cores; agents.vlm.speculative drafts the repeated ones). A velocity thought
     states the target in m/s, and first what it was read from when the instruction wrote it otherwise
     (`written`: the speed as written, e.g. 'nine km/h' -> "nine km/h is 2.5 m/s. Target 2.5 m/s.").
     A centerline thought first copies the track's half width from the prompt (`half_width`), so the margin that
-    follows is computed from the number just written rather than remembered from the training tracks."""
+    follows is computed from the number just written rather than remembered from the training tracks; with
+    `inset` it states the subtraction too ("half width 0.95 less 0.18 is 0.77"), which the decoder's calculator
+    completes (agents.vlm.grammar.subtracted_margin), so the model chooses the inset and the calculator subtracts."""
+    margin = action.get("track_safety_margin", DEFAULT.track_safety_margin)
     if category == "centerline":
         on = f" on half width {half_width:.2f}" if half_width is not None else ""
-        return (f"Centerline{on}: qn {action.get('qn', DEFAULT.qn):g}, margin "
-                f"{action.get('track_safety_margin', DEFAULT.track_safety_margin):g} m, slower.")
+        on += f" less {inset:g} is {margin:g}" if half_width is not None and inset is not None else ""
+        return f"Centerline{on}: qn {action.get('qn', DEFAULT.qn):g}, margin {margin:g} m, slower."
     if category == "velocity":
         target = f"{target_speed:g} m/s"
         read = f"{written} is {target}. " if written and written != target else ""
@@ -62,6 +65,15 @@ def compact(value: float, decimals: int = 3) -> int | float:
     exact = Decimal(repr(round(float(value), 9))).quantize(Decimal(1).scaleb(-decimals), ROUND_HALF_UP)
     rounded = float(exact)
     return int(rounded) if rounded.is_integer() else rounded
+
+
+def centerline_inset(observation: Observation) -> float:
+    """How far inside the prompt's half width (as it shows it, to 0.01 m) the expert's margin lies once written to
+    0.01 m (0.18 on every track: its 0.185 rounded half up), before clipping: the number the SFT thought states
+    and the calculator subtracts (the clipped margin on a wide track is the calculator's clip, not another inset)."""
+    half_width = round(observation.state["half_width"], 2)
+    margin = centerline_margin(observation.state["half_width"], float(observation.privileged.get("car_width", 0.31)))
+    return compact(half_width - compact(margin, 2), 2)
 
 
 def answer(thought: str, action: dict) -> str:
@@ -83,7 +95,7 @@ def car_examples(n: int, seed: int, split: str = "train", tracks: tuple[str, ...
             changed = {k: compact(v, 2 if k == "track_safety_margin" else 3) for k, v in params.items()
                        if abs(v - getattr(DEFAULT, k)) > 1e-9}
             thought = car_thought(info["category"], info["target_speed"], changed, written_speed(info["instruction"]),
-                                  obs.state["half_width"])
+                                  obs.state["half_width"], centerline_inset(obs))
             out.append(Example(obs, answer(thought, changed)))
     finally:
         env.close()

@@ -7,8 +7,8 @@ far and the token budget only, so agents.vlm.logprobs replays it token for token
    `</think>` once `</` is written, `": `, `, "`, a key's rest once its prefix is unique) and the only
    token the mask allows (EOS after `}`) - are appended without a sampling step; they go to the model
    in one forward pass together with the sampled token before them (jump-forward). With the calculator
-   (the default), so is a speed the car thought converts: after "nine km/h is" comes " 2.5 m/s"
-   (grammar.converted_speed);
+   (the default), so is what the car thought asks the calculator for: after "nine km/h is" comes
+   " 2.5 m/s", after "half width 0.95 less 0.18 is" comes " 0.77" (grammar.calculated);
 2. finish: once the answer has max_new_tokens tokens, it is completed without the model: with the
    neutral ending (grammar.neutral_endings: a key at its default, the factory's hold) that best
    continues the text, else the closing character, digit or lowest token the grammar allows. These
@@ -42,7 +42,7 @@ from agents.vlm.grammar import (
     CONVERSION_CUE,
     THOUGHT_CHARS,
     answer_lark,
-    converted_speed,
+    calculated,
     neutral_endings,
     probe_texts,
     written_bounds,
@@ -75,7 +75,8 @@ def action_grammar(tokenizer: PreTrainedTokenizerBase, task: str, calculator: bo
 
 class ActionGrammar:
     """One task's answer grammar on one tokenizer: fresh matchers, the neutral endings, the overrun; with
-    `calculator`, a speed the car thought converts is completed by grammar.converted_speed (policy rule 1)."""
+    `calculator`, a conversion or subtraction the car thought asks for is completed by grammar.calculated (policy
+    rule 1)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, task: str, calculator: bool = True) -> None:
         if tokenizer.eos_token_id is None:
@@ -215,11 +216,11 @@ class AnswerState:
         return None
 
     def _calculated(self) -> list[int]:
-        """The tokens of the converted speed the thought asks for (grammar.converted_speed), if the grammar has the
+        """The tokens of the calculation the thought asks for (grammar.calculated), if the grammar has the
         calculator, they fit the budget and the grammar takes them (a thought at its length limit may not); else []."""
         if not self.grammar.calculator or not self.text.endswith(CONVERSION_CUE.encode()):
             return []  # the common case, on every sampled token: no decode of the text so far
-        text = converted_speed(self.grammar.task, self.text.decode("utf-8", "replace"))
+        text = calculated(self.grammar.task, self.text.decode("utf-8", "replace"))
         if text is None:
             return []
         tokens = self.grammar.lltok.tokenize_str(text)
@@ -398,7 +399,8 @@ def constrained_generate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerB
     sampling (None: torch's global generator). With a `prefix` cache and a `drafter` (agents.vlm.speculative)
     the prompt's head is not recomputed and drafted tokens are verified in the passes the answers need
     anyway: the same answers (greedy) or the same distribution (sampling), fewer passes. The drafter
-    remembers every answer given. `calculator`: car speeds the thought converts are computed (grammar.converted_speed)."""
+    remembers every answer given. `calculator`: the conversions and subtractions a car thought asks for are computed
+    (grammar.calculated)."""
     return generate_groups(model, tokenizer, [enc], task, n, temperature, max_new_tokens, top_p, generator,
                            drafter, prefix, calculator=calculator)[0]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from agents.control.mpc_params import PARAM_TABLE, SPECS
@@ -94,7 +95,31 @@ def written_bounds(task: str, text: str) -> dict[str, float]:
 
 
 CONVERSION_CUE = " is"
-"""What a car thought writes after a speed it read in other units: "nine km/h is 2.5 m/s." (the SFT template)."""
+"""What a car thought writes before the decoder's calculator completes it: after a speed it read in other units
+("nine km/h is 2.5 m/s.") and after a subtraction ("half width 0.95 less 0.18 is 0.77"), the SFT templates."""
+SUBTRACTION = re.compile(r"half width (\d+(?:\.\d+)?) less (\d+(?:\.\d+)?) is")
+"""The centerline thought's subtraction as far as the calculator's cue: its groups are the half width and the inset."""
+
+
+def calculated(task: str, text: str) -> str | None:
+    """The decoder's calculator: the text that completes a car thought ending in CONVERSION_CUE, appended as forced
+    tokens (a converted speed, or a centerline margin subtracted from the half width); None otherwise."""
+    return converted_speed(task, text) or subtracted_margin(task, text)
+
+
+def subtracted_margin(task: str, text: str) -> str | None:
+    """The centerline margin a car thought asks for: ' 0.77' after '...half width 0.95 less 0.18 is'. The model
+    copies the half width from the prompt and chooses how far inside it the margin goes (the expert: 0.18, what
+    SFT teaches; GRPO may move it); the subtraction, which a 135M model gets wrong by a few centimetres from one
+    wording to the next (0.72, 0.78 or 1.0 on the same 0.95 m half width after GRPO), is done here, exactly in
+    decimal, rounded half up to 0.01 m and clipped into the margin's range, as the SFT answers write it."""
+    m = SUBTRACTION.search(text)
+    if task != "car" or "</think>" in text or m is None or m.end() != len(text):
+        return None
+    spec = SPECS["track_safety_margin"]
+    value = (Decimal(m.group(1)) - Decimal(m.group(2))).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    value = min(max(value, Decimal(repr(spec.low))), Decimal(repr(spec.high)))
+    return f" {float(value):g}"
 
 
 def converted_speed(task: str, text: str) -> str | None:

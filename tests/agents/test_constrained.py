@@ -370,6 +370,37 @@ def test_the_calculator_gives_the_target_the_instruction_reader_gives(whole, fra
     assert converted_speed("factory", f"<think>{written} is") is None
 
 
+@settings(max_examples=200, deadline=None)
+@given(half_width=st.integers(0, 300), inset=st.integers(0, 150), prefix=st.sampled_from(["", "Centerline on "]))
+def test_the_calculator_subtracts_the_inset_exactly_and_keeps_the_margin_in_its_range(half_width, inset, prefix):
+    """'half width H less I is' completes with H - I, exact to the centimetre (no binary rounding), clipped into
+    the margin's range; nothing else in a thought, and nothing in the factory's, is a subtraction."""
+    from agents.vlm.grammar import calculated, subtracted_margin
+
+    hw, off = f"{half_width / 100:.2f}", f"{inset / 100:g}"
+    got = subtracted_margin("car", f"<think>{prefix}half width {hw} less {off} is")
+    spec = SPECS["track_safety_margin"]
+    assert got == f" {min(max(half_width - inset, 100 * spec.low), 100 * spec.high) / 100:g}"
+    assert calculated("car", f"<think>{prefix}half width {hw} less {off} is") == got
+    assert subtracted_margin("factory", f"<think>half width {hw} less {off} is") is None
+    assert subtracted_margin("car", f"<think>half width {hw} less {off} is 0.5") is None  # already written
+    assert subtracted_margin("car", f"<think>margin {hw} less {off} is") is None
+
+
+def test_an_answer_with_a_subtracted_margin_replays_and_one_with_a_wrong_difference_is_refused(tok):
+    from agents.vlm.constrained import encode_answer
+
+    grammar = action_grammar(tok, "car")
+    text = ('<think>Centerline on half width 0.95 less 0.17 is 0.78: qn 0, margin 0.78 m, slower.</think>\n'
+            '{"qn": 0, "qalpha": 10, "v_max": 3, "track_safety_margin": 0.78}')
+    ids = encode_answer(grammar, text, 128)
+    _, _, forced = replay(grammar, ids, 128)
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    assert " 0.78" in tok.decode([t for t, f in zip(ids, forced) if f], skip_special_tokens=True)
+    with pytest.raises(ValueError, match="departs"):  # 0.95 less 0.17 is 0.78, never 0.72
+        encode_answer(grammar, text.replace("is 0.78", "is 0.72"), 128)
+
+
 def test_constrained_logprobs_of_an_answer_with_a_converted_speed_equal_a_direct_computation(model, tok):
     from agents.vlm.constrained import encode_answer
 

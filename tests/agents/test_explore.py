@@ -19,6 +19,8 @@ ANSWERS = (CENTERLINE, '<think>Target 2.5 m/s.</think>\n{"qv": 60, "v_min": 2.48
            '"v_max": -0.98}',
            '<think>Smooth: gentle, capped speed.</think>\n{"qac": 5, "qddelta": 5, "alat_max": 1, "a_min": -0.6, '
            '"a_max": 0.6, "v_min": 0.3, "v_max": 1.8}')
+INSET = ('<think>Centerline on half width 0.95 less 0.18 is 0.77: qn 0, margin 0.77 m, slower.</think>\n'
+         '{"qn": 0, "qalpha": 10, "v_max": 3, "track_safety_margin": 0.77}')
 
 
 @settings(max_examples=200, deadline=None)
@@ -47,3 +49,21 @@ def test_a_moved_centerline_answer_still_agrees_with_its_thought_and_bad_answers
     assert np.mean([a == 1.0 for a in agreeing]) > 0.9  # "slower" can fail when v_max lands at the default 12
     assert perturb_answer("no answer at all", rng, 0.15) is None
     assert perturb_answer('<think>x</think>\n{"decision": "accept"}', rng, 0.15) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), scale=st.floats(0.01, 1.0))
+def test_a_moved_margin_is_restated_as_an_inset_the_calculator_subtracts(seed, scale):
+    """An answer whose thought has the calculator subtract the margin keeps decoding under the calculator when its
+    margin moves: the inset is rewritten so the calculator's result is the new margin, which the action writes."""
+    from agents.vlm.grammar import SUBTRACTION, subtracted_margin
+
+    after = parse_car(perturb_answer(INSET, np.random.default_rng(seed), scale))
+    assert after.status == "ok"
+    found = SUBTRACTION.search(after.thought)
+    assert found is not None and found.group(1) == "0.95" and float(found.group(2)) >= 0
+    margin = after.action["track_safety_margin"]
+    assert subtracted_margin("car", after.thought[:found.end()]) == f" {margin:g}"
+    assert margin <= 0.95  # the calculator subtracts: a margin above the half width has no inset
+    assert after.thought[found.end():].startswith(f" {margin:g}: ") and f"margin {margin:g} m" in after.thought
+    assert f"qn {after.action['qn']:g}," in after.thought

@@ -193,8 +193,11 @@ def test_the_expert_thought_states_the_target_it_read_in_metres_per_second():
 
 
 def test_on_many_widths_the_centerline_answer_copies_the_half_width_and_keeps_the_expert_margin():
-    """The thought states the prompt's half width, then the margin the expert computes from it: the answer's
-    margin is 0.18 m inside the half width on every track and width, and the thought agrees with the answer."""
+    """The thought states the prompt's half width, then the margin the expert computes from it, as a subtraction the
+    decoder's calculator completes: the answer's margin is 0.18 m inside the half width on every track and width
+    (the calculator's clip on the widest), and the thought agrees with the answer."""
+    from agents.vlm.grammar import SUBTRACTION, subtracted_margin
+
     tracks = training_tracks((1.6, 2.4))
     examples = [ex for ex in car_examples(64, seed=3, tracks=tracks) if ex.observation.privileged["category"] == "centerline"]
     assert len({ex.observation.state["half_width"] for ex in examples}) >= 5
@@ -202,6 +205,9 @@ def test_on_many_widths_the_centerline_answer_copies_the_half_width_and_keeps_th
         hw = ex.observation.state["half_width"]
         thought, action = ex.target.removeprefix("<think>").split("</think>\n")
         margin = json.loads(action)["track_safety_margin"]
-        assert thought.startswith(f"Centerline on half width {hw:.2f}: ") and f"margin {margin:g} m" in thought
-        assert margin == pytest.approx(hw - 0.18, abs=1e-9)  # hw - 0.185 rounded the same way on every width
+        assert thought.startswith(f"Centerline on half width {hw:.2f} less 0.18 is {margin:g}: ")
+        assert f"margin {margin:g} m" in thought
+        assert margin == pytest.approx(min(1.0, hw - 0.18), abs=1e-9)  # hw - 0.185 rounded alike on every width
+        cue = SUBTRACTION.search(thought).end()
+        assert subtracted_margin("car", thought[:cue]) == f" {margin:g}"  # what the calculator will append
         assert thought_agreement(thought, json.loads(action)) == 1.0
