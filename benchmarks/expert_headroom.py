@@ -49,6 +49,8 @@ from agents.evaluation.intervals import paired_gain, policy_ci  # noqa: E402
 from agents.policies.car_expert import ScriptedCarExpert, expert_params  # noqa: E402
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig  # noqa: E402
 from agents.tasks.car.instructions import CATEGORIES  # noqa: E402
+from agents.training.sft_data import compact  # noqa: E402
+from twin.car.tracks import TRAIN_TRACKS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH_SEED = 20_000
@@ -64,7 +66,8 @@ def tuned_params(category: str, tune: Mapping[str, float], target_speed: float |
     """The expert's parameters for this instruction with `tune`'s entries in place of its own (an empty tune
     is the expert). Keys: the ABSOLUTE names; 'dv_below'/'dv_above' (m/s around the target, velocity and
     reverse); 'v_min'/'v_width' (v_max = v_min + v_width, other categories); 'margin_share' (share of the free
-    half width, clipped to the margin's range). Values are clipped into the parameters' ranges."""
+    half width, clipped to the margin's range); 'margin_inset' (m inside the free half width, written to 0.01 m as
+    an answer writes it). Values are clipped into the parameters' ranges."""
     p = expert_params(category, target_speed, half_width, car_width).as_dict()
     p.update({k: float(tune[k]) for k in ABSOLUTE if k in tune})
     if "dv_below" in tune:
@@ -73,6 +76,8 @@ def tuned_params(category: str, tune: Mapping[str, float], target_speed: float |
         p["v_min"], p["v_max"] = tune["v_min"], tune["v_min"] + tune["v_width"]
     if "margin_share" in tune:
         p["track_safety_margin"] = tune["margin_share"] * max(0.0, half_width - car_width / 2)
+    if "margin_inset" in tune:
+        p["track_safety_margin"] = float(compact(half_width - car_width / 2 - tune["margin_inset"], 2))
     clipped = {k: float(np.clip(v, SPECS[k].low, SPECS[k].high)) for k, v in p.items()}
     clipped["v_min"] = min(clipped["v_min"], clipped["v_max"])
     return MPCParams(**clipped)
@@ -112,11 +117,11 @@ class SearchEpisodes:
     """A category's search episodes on the training tracks, each in its own env so the default drive it is
     judged against is driven once, not once per trial."""
 
-    def __init__(self, category: str, episodes: int, duration_s: float) -> None:
+    def __init__(self, category: str, episodes: int, duration_s: float, tracks: tuple[str, ...] = TRAIN_TRACKS) -> None:
         self.category = category
         self.envs = []
         for i in range(episodes):
-            env = CarInstructionEnv(CarTaskConfig(camera=False, duration_s=duration_s))
+            env = CarInstructionEnv(CarTaskConfig(tracks=tracks, camera=False, duration_s=duration_s))
             env.reset(seed=SEARCH_SEED + 100 * CATEGORIES.index(category) + i, options={"category": category})
             self.envs.append(env)
 

@@ -35,6 +35,11 @@ def test_tune_keys_mean_what_they_say():
     assert (p.v_min, p.v_max, p.a_max) == (2.5, 3.25, 4.0)
     p = tuned_params("centerline", {"margin_share": 0.5, "v_min": 1.0, "v_width": 2.0}, None, 1.0, 0.3)
     assert math.isclose(p.track_safety_margin, 0.425) and (p.v_min, p.v_max) == (1.0, 3.0)
+    # An inset is measured from the free half width (1.0 - 0.15 = 0.85) and written to 0.01 m as an answer writes it;
+    # the expert's own inset is its WALL_GAP, 0.03, and half-up rounding keeps the expert's 0.805 at 0.81.
+    assert tuned_params("centerline", {"margin_inset": 0.015}, None, 1.0, 0.3).track_safety_margin == 0.84
+    assert tuned_params("centerline", {"margin_inset": 0.03}, None, 0.99, 0.3).track_safety_margin == 0.81
+    assert tuned_params("centerline", {"margin_inset": -0.5}, None, 1.0, 0.3).track_safety_margin == 1.0  # clipped
     # The warm start is the expert's tune on a track of the width it was written for.
     for cat in CATEGORIES:
         target = _target(cat, 1.0)
@@ -53,3 +58,22 @@ def test_the_tuned_expert_decides_from_the_observation_and_the_search_scores_the
         assert found.score({}) > 0.5  # the expert holds -1 m/s far better than the default's racing tune
     finally:
         found.close()
+
+
+def test_the_inset_landscape_runs_end_to_end_and_pairs_every_move_with_the_expert(tmp_path):
+    """benchmarks.centerline_insets on a tiny budget: every inset x heading is scored on training and held-out
+    episodes, and each held-out score is paired with the expert's on the same episodes."""
+    import json
+
+    from benchmarks.centerline_insets import main
+
+    out = tmp_path / "insets.json"
+    main(["--insets", "0.03", "-0.05", "--headings", "10", "--train-episodes", "1", "--episodes", "2",
+          "--train-duration-s", "1", "--duration-s", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert set(result["moves"]) == {"inset 0.030, qalpha 10", "inset -0.050, qalpha 10"}
+    for name in result["moves"]:
+        row = result["summary"][name]
+        assert row["heldout"]["n"] == 2 and row["gain"]["low"] <= row["gain"]["mean"] <= row["gain"]["high"]
+    held = [r for r in result["rows"] if r["policy"] == "inset -0.050, qalpha 10"]
+    assert {r["action"]["track_safety_margin"] for r in held} == {0.85}  # sprint: 0.795 free + 0.05, to 0.01 m
