@@ -69,8 +69,9 @@ class EvalConfig:
     """Decode without the answer grammar (as before it existed): answers may then fail to parse, and
     each failure scores as one; for comparing against free decoding."""
     calculator: bool = True
-    """Car: the decoder computes a speed the thought converts ("nine km/h is" -> " 2.5 m/s"; agents.vlm.grammar.
-    converted_speed); --no-calculator leaves the arithmetic to the model, as before 2026-11-27."""
+    """Car: the decoder computes a speed the thought converts ("nine km/h is" -> " 2.5 m/s") and a margin it
+    subtracts ("half width 0.95 less 0.18 is" -> " 0.77"; agents.vlm.grammar.calculated); --no-calculator leaves
+    the arithmetic to the model, as before 2026-11-27."""
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Weights of the language-model policies: 'auto' is bfloat16 where the device computes it natively,
     else float32 (agents.vlm.model.GenerationConfig.precision)."""

@@ -138,8 +138,9 @@ class GenerationConfig:
 
     calculator: bool = True
     """With `constrained`: when a car thought writes a speed and "is" (the template "nine km/h is 2.5 m/s."), the
-    decoder appends the speed in m/s itself (agents.vlm.grammar.converted_speed): the model reads the number and
-    unit, the arithmetic is not left to it. Off: the model writes the conversion too."""
+    decoder appends the speed in m/s itself, and after "half width 0.95 less 0.18 is" the difference
+    (agents.vlm.grammar.calculated): the model reads the numbers, the arithmetic is not left to it. Off: the
+    model writes the result too."""
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Weights of an agent built for deciding only (its adapter merged; training keeps float32): 'auto' is
     bfloat16 where the device computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16) and
