@@ -22,19 +22,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from agents.evaluation.evaluate import EvalConfig, car_episodes, evaluate_car  # noqa: E402
-from agents.evaluation.intervals import paired_gain, policy_ci  # noqa: E402
-from agents.policies.car_expert import WALL_GAP, ScriptedCarExpert  # noqa: E402
-from benchmarks.expert_headroom import ROOT, SEARCH_SEED, SearchEpisodes, TunedCarExpert  # noqa: E402
+from agents.evaluation.evaluate import EvalConfig  # noqa: E402
+from agents.policies.car_expert import WALL_GAP  # noqa: E402
+from benchmarks.centerline_moves import compare_moves  # noqa: E402
+from benchmarks.expert_headroom import ROOT, SEARCH_SEED, SearchEpisodes  # noqa: E402
 from twin.car.tracks import training_tracks  # noqa: E402
 
 
@@ -56,48 +50,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "centerline_insets.json")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    named = moves(args.insets, args.headings)
     train = SearchEpisodes("centerline", args.train_episodes, args.train_duration_s,
                            training_tracks(tuple(args.track_widths)))
-    train_scores = {}
-    for i, (name, move) in enumerate(named.items(), 1):
-        train_scores[name] = train.score(move)
-        print(f"  training episodes: {i}/{len(named)} moves ({time.perf_counter() - t0:.0f} s)", flush=True)
-    expert_train = train.score({})
-    train.close()
-    policies = []
-    for name, move in named.items():
-        policy = TunedCarExpert({"centerline": move})
-        policy.label = policy.policy_id = name
-        policies.append(policy)
-    expert = ScriptedCarExpert()
     cfg = EvalConfig(world="car", episodes=args.episodes, duration_s=args.duration_s, zero_shot=False)
-    held_out = [e for e in car_episodes(cfg) if e[1]["category"] == "centerline"]
-    rows = evaluate_car(cfg, [expert, *policies], episodes=held_out)
-    table = Table(title=f"The centerline margin's inset and the heading weight: {args.train_episodes} training "
-                        f"episodes (widths {args.track_widths[0]:g}-{args.track_widths[1]:g} m, seeds from "
-                        f"{SEARCH_SEED}), {args.episodes} held-out (score points; held-out paired against the expert, "
-                        f"95 % BCa). The expert: training {100 * expert_train:.1f}")
-    for col in ("move", "training tracks", "held-out", "held-out - expert"):
-        table.add_column(col)
-    summary = {"expert": {"train": expert_train, "heldout": dataclasses.asdict(policy_ci(rows, expert.label,
-                                                                                           category="centerline"))}}
-    for name in named:
-        held = policy_ci(rows, name, category="centerline")
-        gain = paired_gain(rows, name, expert.label, category="centerline")
-        summary[name] = {"train": train_scores[name], "heldout": dataclasses.asdict(held), "gain": dataclasses.asdict(gain)}
-        table.add_row(name, f"{100 * train_scores[name]:.1f}", f"{100 * held.mean:.1f}",
-                      f"{100 * gain.mean:+.1f} [{100 * gain.low:+.1f}, {100 * gain.high:+.1f}]")
-    Console(width=160).print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "centerline_insets", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "seconds": time.perf_counter() - t0, "moves": named, "summary": summary,
-        "rows": [{k: v for k, v in r.items() if k not in ("thought", "raw", "thought_flags")} for r in rows],
-    }, indent=1))
-    print(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s)")
-
+    compare_moves("centerline_insets", moves(args.insets, args.headings), train, cfg, args, t0,
+                  f"The centerline margin's inset and the heading weight: {args.train_episodes} training episodes "
+                  f"(widths {args.track_widths[0]:g}-{args.track_widths[1]:g} m, seeds from {SEARCH_SEED}), "
+                  f"{args.episodes} held-out (score points; held-out paired against the expert, 95 % BCa)")
 
 if __name__ == "__main__":
     main()

@@ -21,8 +21,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -31,12 +29,11 @@ from rich.table import Table  # noqa: E402
 
 from agents.evaluation.evaluate import EvalConfig, car_episodes, evaluate_car  # noqa: E402
 from agents.evaluation.intervals import paired_gain, policy_ci  # noqa: E402
-from benchmarks.expert_headroom import ROOT, SearchEpisodes, TunedCarExpert  # noqa: E402
+from benchmarks.expert_headroom import ROOT, SearchEpisodes, TunedCarExpert, write_result  # noqa: E402
 
 TOP_MARGIN = {"margin_share": 10.0}
 """A share of the free half width that clips to the margin's top, 1.0 m, on every track."""
 MOVES: dict[str, dict[str, float]] = {
-    "expert": {},
     "margin 1.0": TOP_MARGIN,
     "qalpha 32": {"qalpha": 32.0},
     "qn 16": {"qn": 16.0},
@@ -46,7 +43,8 @@ MOVES: dict[str, dict[str, float]] = {
     "qalpha 32, qn 16, margin 1.0": {"qalpha": 32.0, "qn": 16.0, **TOP_MARGIN},
     "qalpha 20, qn 8, margin 1.0": {"qalpha": 20.0, "qn": 8.0, **TOP_MARGIN},
 }
-"""Moves from the expert's centerline template (the values benchmarks.expert_headroom's best tune has)."""
+"""Moves from the expert's centerline template (the values benchmarks.expert_headroom's best tune has); the
+expert itself is always compared too."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,21 +56,34 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     train = SearchEpisodes("centerline", args.search_episodes, args.duration_s)
-    train_scores = {name: train.score(move) for name, move in MOVES.items()}
+    cfg = EvalConfig(world="car", episodes=args.episodes, duration_s=args.duration_s, zero_shot=False)
+    compare_moves("centerline_moves", MOVES, train, cfg, args, t0,
+                  f"Moves from the expert's centerline template: {args.search_episodes} training episodes, "
+                  f"{args.episodes} held-out (score points; held-out paired against the expert, 95 % BCa)")
+
+
+def compare_moves(benchmark: str, moves: dict[str, dict[str, float]], train: SearchEpisodes, cfg: EvalConfig,
+                  args: argparse.Namespace, t0: float, title: str) -> None:
+    """Drive each move from the expert's centerline template (a TunedCarExpert tune; the move named 'expert' is
+    the empty tune, the expert itself) on `train`'s episodes and on cfg's held-out centerline episodes, pair each
+    held-out score with the expert's, print the table and write args.out. Closes `train`."""
+    moves = {"expert": {}, **moves}
+    train_scores = {}
+    for i, (name, move) in enumerate(moves.items(), 1):
+        train_scores[name] = train.score(move)
+        print(f"  training episodes: {i}/{len(moves)} moves ({time.perf_counter() - t0:.0f} s)", flush=True)
     train.close()
     policies = []
-    for name, move in MOVES.items():
+    for name, move in moves.items():
         policy = TunedCarExpert({"centerline": move})
         policy.label = policy.policy_id = name
         policies.append(policy)
-    cfg = EvalConfig(world="car", episodes=args.episodes, duration_s=args.duration_s, zero_shot=False)
     rows = evaluate_car(cfg, policies, episodes=[e for e in car_episodes(cfg) if e[1]["category"] == "centerline"])
-    table = Table(title=f"Moves from the expert's centerline template: {args.search_episodes} training episodes, "
-                        f"{args.episodes} held-out (score points; held-out paired against the expert, 95 % BCa)")
+    table = Table(title=title)
     for col in ("move", "training tracks", "held-out", "held-out - expert"):
         table.add_column(col)
     summary = {}
-    for name in MOVES:
+    for name in moves:
         held = policy_ci(rows, name, category="centerline")
         gain = paired_gain(rows, name, "expert", category="centerline") if name != "expert" else None
         summary[name] = {"train": train_scores[name], "heldout": dataclasses.asdict(held),
@@ -80,14 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         table.add_row(name, f"{100 * train_scores[name]:.1f}", f"{100 * held.mean:.1f}",
                       f"{100 * gain.mean:+.1f} [{100 * gain.low:+.1f}, {100 * gain.high:+.1f}]" if gain else "-")
     Console(width=160).print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "centerline_moves", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "seconds": time.perf_counter() - t0, "moves": MOVES, "summary": summary,
-        "rows": [{k: v for k, v in r.items() if k not in ("thought", "raw", "thought_flags")} for r in rows],
-    }, indent=1))
-    print(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s)")
+    write_result(benchmark, args, t0, rows, moves={k: v for k, v in moves.items() if k != "expert"}, summary=summary)
 
 
 if __name__ == "__main__":

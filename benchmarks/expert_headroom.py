@@ -37,6 +37,7 @@ import json  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
@@ -46,7 +47,7 @@ from rich.table import Table  # noqa: E402
 from agents.control.mpc_params import SPECS, MPCParams  # noqa: E402
 from agents.evaluation.evaluate import EvalConfig, car_episodes, evaluate_car  # noqa: E402
 from agents.evaluation.intervals import paired_gain, policy_ci  # noqa: E402
-from agents.policies.car_expert import ScriptedCarExpert, expert_params  # noqa: E402
+from agents.policies.car_expert import ScriptedCarExpert, centerline_margin, expert_params  # noqa: E402
 from agents.tasks.car.instruction_env import CarInstructionEnv, CarTaskConfig  # noqa: E402
 from agents.tasks.car.instructions import CATEGORIES  # noqa: E402
 from agents.training.sft_data import compact  # noqa: E402
@@ -77,7 +78,7 @@ def tuned_params(category: str, tune: Mapping[str, float], target_speed: float |
     if "margin_share" in tune:
         p["track_safety_margin"] = tune["margin_share"] * max(0.0, half_width - car_width / 2)
     if "margin_inset" in tune:
-        p["track_safety_margin"] = float(compact(half_width - car_width / 2 - tune["margin_inset"], 2))
+        p["track_safety_margin"] = float(compact(centerline_margin(half_width, car_width, tune["margin_inset"]), 2))
     clipped = {k: float(np.clip(v, SPECS[k].low, SPECS[k].high)) for k, v in p.items()}
     clipped["v_min"] = min(clipped["v_min"], clipped["v_max"])
     return MPCParams(**clipped)
@@ -205,11 +206,17 @@ def main(argv: list[str] | None = None) -> None:
                       f"{100 * t.mean:.1f}", f"{100 * gain.mean:+.1f} [{100 * gain.low:+.1f}, {100 * gain.high:+.1f}]",
                       f"{better}/{args.episodes}")
     Console(width=200).print(table)
+    write_result("expert_headroom", args, t0, rows, summary=summary, tunes=tunes, search_history=histories)
+
+
+def write_result(benchmark: str, args: argparse.Namespace, t0: float, rows: list[dict], **fields: Any) -> None:
+    """Write a car-expert benchmark's JSON to args.out: its name, date, arguments and seconds since `t0`, then
+    `fields`, then the drive rows without their thoughts."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "benchmark": "expert_headroom", "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "benchmark": benchmark, "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "seconds": time.perf_counter() - t0, "summary": summary, "tunes": tunes, "search_history": histories,
+        "seconds": time.perf_counter() - t0, **fields,
         "rows": [{k: v for k, v in r.items() if k not in ("thought", "raw", "thought_flags")} for r in rows],
     }, indent=1))
     print(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s)")

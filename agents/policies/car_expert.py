@@ -28,10 +28,11 @@ WALL_GAP = 0.03
 """How far inside the free half width (half width - half the car's width) the expert puts its centerline margin (m)."""
 
 
-def centerline_margin(half_width: float, car_width: float) -> float:
-    """The expert's centerline margin before it is clipped into the parameter's range: just inside the free half
-    width, so the soft bounds squeeze the car towards the centre line without closing on it."""
-    return half_width - car_width / 2 - WALL_GAP
+def centerline_margin(half_width: float, car_width: float, inset: float = WALL_GAP) -> float:
+    """The centerline margin `inset` m inside the free half width, before it is clipped into the parameter's range
+    (the expert's: WALL_GAP, just inside, so the soft bounds squeeze the car towards the centre line without
+    closing on it)."""
+    return half_width - car_width / 2 - inset
 
 
 def expert_params(category: str, target_speed: float | None, half_width: float, car_width: float) -> MPCParams:

@@ -42,8 +42,8 @@ def car_thought(category: str, target_speed: float | None, action: dict[str, flo
     follows is computed from the number just written rather than remembered from the training tracks; with
     `inset` it states the subtraction too ("half width 0.95 less 0.18 is 0.77"), which the decoder's calculator
     completes (agents.vlm.grammar.subtracted_margin), so the model chooses the inset and the calculator subtracts."""
-    margin = action.get("track_safety_margin", DEFAULT.track_safety_margin)
     if category == "centerline":
+        margin = action.get("track_safety_margin", DEFAULT.track_safety_margin)
         on = f" on half width {half_width:.2f}" if half_width is not None else ""
         on += f" less {inset:g} is {margin:g}" if half_width is not None and inset is not None else ""
         return f"Centerline{on}: qn {action.get('qn', DEFAULT.qn):g}, margin {margin:g} m, slower."
