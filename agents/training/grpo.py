@@ -103,6 +103,9 @@ class GRPOArgs(RLRunArgs):
     of its numbers moved at random, off-policy); 0: every answer sampled."""
     explore_scale: float = bounded(0.15, 0.0, 1.0)
     """Standard deviation of an exploration move, as a share of the moved parameter's range."""
+    explore_share: float = bounded(0.5, 0.0, 1.0)
+    """Chance that each number of an exploration answer moves (one always does); 0: exactly one number moves, so
+    the group's reward says which number helped."""
     imitate: float = bounded(0.0, 0.0, 100.0)
     """Weight of expert iteration on the run's own discoveries (0: off, GRPO alone). An exploration answer whose
     reward beats every sampled answer of its group by imitate_margin is an elite: it joins a buffer of the latest
@@ -179,7 +182,8 @@ def explore_group(answers: list[torch.Tensor], args: GRPOArgs, tokenizer: PreTra
     answer that did not parse, or whose move the grammar cannot write in the budget, stays as sampled)."""
     done = []
     for j in range(args.explore):
-        text = perturb_answer(tokenizer.decode(answers[j], skip_special_tokens=True), rng, args.explore_scale)
+        text = perturb_answer(tokenizer.decode(answers[j], skip_special_tokens=True), rng, args.explore_scale,
+                              args.explore_share)
         if text is None:
             continue
         try:

@@ -67,3 +67,16 @@ def test_a_moved_margin_is_restated_as_an_inset_the_calculator_subtracts(seed, s
     assert margin <= 0.95  # the calculator subtracts: a margin above the half width has no inset
     assert after.thought[found.end():].startswith(f" {margin:g}: ") and f"margin {margin:g} m" in after.thought
     assert f"qn {after.action['qn']:g}," in after.thought
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.sampled_from(ANSWERS), seed=st.integers(0, 2**32 - 1))
+def test_with_share_zero_one_number_moves(raw, seed):
+    """GRPO's --explore-share 0: one number moves, so a group's rewards say which one helped (a move past its
+    ordered partner, v_min over v_max, swaps the pair back into order, so the pair changes together)."""
+    from agents.training.explore import ORDERED
+
+    text = perturb_answer(raw, np.random.default_rng(seed), 0.3, share=0.0)
+    old, new = json.loads(raw.split("\n")[1]), json.loads(text.split("\n")[1])
+    changed = {k for k in old if old[k] != new[k]}
+    assert len(changed) <= 1 or (len(changed) == 2 and tuple(sorted(changed)) in {tuple(sorted(p)) for p in ORDERED})

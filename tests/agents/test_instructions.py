@@ -18,20 +18,24 @@ from agents.tasks.car.instructions import (
     TRAIN_GRAMMAR,
     TRAIN_PARAPHRASES,
     TRAIN_SPEED_RANGE,
+    WRITTEN_PATH,
     Instruction,
     expand,
     frame,
     held_out_cores,
+    held_out_phrase,
     in_held_out_family,
     number_words,
     paraphrase_pool,
     parse_instruction,
     sample_instruction,
     template_instruction,
+    written_grammar,
     written_speed,
 )
 from agents.tasks.car.metrics import thought_agreement
 from agents.tasks.car.paraphrase import verdict
+from agents.tasks.car.written import WrittenArgs, judge, train_frames, written
 from agents.training.sft_data import car_examples, car_thought
 from safety.audit.claims import extract_claims
 from twin.car.tracks import training_tracks
@@ -211,3 +215,49 @@ def test_on_many_widths_the_centerline_answer_copies_the_half_width_and_keeps_th
         cue = SUBTRACTION.search(thought).end()
         assert subtracted_margin("car", thought[:cue]) == f" {margin:g}"  # what the calculator will append
         assert thought_agreement(thought, json.loads(action)) == 1.0
+
+
+def test_the_written_wordings_are_train_only_new_and_mean_their_category():
+    data = json.loads(WRITTEN_PATH.read_text())
+    kept = [(cat, t) for cat, texts in data["wordings"].items() for t in texts]
+    assert data["kept"] == len(kept) and data["written"] == len(kept) + sum(map(len, data["dropped"].values()))
+    assert all(texts for texts in data["wordings"].values())  # every category has some
+    frames = [frame(t.replace("{speed}", "2 m/s")) for _, t in kept]
+    assert len(set(frames)) == len(frames) and not set(frames) & train_frames()
+    assert not [t for _, t in kept if in_held_out_family(t.replace("{speed}", "2 m/s")) or held_out_phrase(t)]
+    # Drawn in the train split, with speeds in any train unit, read back to their truth; never in held-out.
+    rng = np.random.default_rng(0)
+    drawn = [sample_instruction(rng, "train") for _ in range(600)]
+    written_frames = set(frames)
+    from_written = [i for i in drawn if any(f in frame(i.text) for f in written_frames)]
+    assert 0.15 < len(from_written) / len(drawn) < 0.45  # WRITTEN_SHARE of the draws, about
+    assert all(parse_instruction(i.text) == i for i in from_written)
+    held = {frame(sample_instruction(rng, "heldout").text) for _ in range(600)}
+    assert not any(f in h for h in held for f in written_frames)
+
+
+def test_written_verdicts_drop_held_out_phrases_and_what_cannot_be_read(tmp_path):
+    assert held_out_phrase("Go tail-first round the lap.") == "tail first"
+    assert held_out_phrase("Give the walls a wide berth.") == "wide berth"
+    assert held_out_phrase("Stay in the middle of the track.") is None
+    assert judge("Take the lap tail first.", "reverse", set()) == "shares a held-out phrase"
+    assert judge("Hug the middle of the road.", "centerline", set()) == "kept"
+    assert judge("Hug the middle of the road.", "centerline", train_frames() | {frame("Hug the middle of the road.")}) \
+        == "not new"
+    assert judge("Do a backflip.", "smooth", set()) == "unreadable"
+    assert judge("Stay in the middle.", "smooth", set()) == "changed meaning"
+    assert judge("Hold it steady.", "velocity", set()) == "no single speed slot"
+    raw = tmp_path / "raw.json"
+    raw.write_text(json.dumps({"writer": "a test", "centerline": ["Hug the middle of the road.", "Aim for the dead "
+                               "centre."], "velocity": ["Peg it at {speed}."], "reverse": [], "smooth": ["Silky, please."]}))
+    data = written(WrittenArgs(raw=raw, out=tmp_path / "written.json"))
+    assert data["wordings"] == {"centerline": ["Hug the middle of the road."], "velocity": ["Peg it at {speed}."],
+                                "reverse": [], "smooth": ["Silky, please."]}
+    assert data["dropped"] == {"shares a held-out phrase": ["Aim for the dead centre."]}
+    raw.write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot read the writer's file"):
+        written(WrittenArgs(raw=raw, out=tmp_path / "written.json"))
+    raw.write_text(json.dumps({"centerline": []}))
+    with pytest.raises(ConfigError, match="no list of sentences for"):
+        written(WrittenArgs(raw=raw, out=tmp_path / "written.json"))
+    assert written_grammar().cores["reverse"]  # the shipped file has every category

@@ -44,6 +44,12 @@ PARAPHRASES_PATH = Path(__file__).with_name("paraphrases.json")
 """The language model's paraphrases of train sentences (train split only)."""
 PARAPHRASE_SHARE = 0.15
 """Share of train draws taken from the model's paraphrases (when there are any of the category)."""
+WRITTEN_PATH = Path(__file__).with_name("written.json")
+"""Train wordings written by a second, larger language model shown only the train wordings (made by
+`python -m agents.tasks.car.written`; train split only)."""
+WRITTEN_SHARE = 0.3
+"""Share of train draws whose sentence is a written wording (with the train split's speeds, situations and
+fillers)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,10 +270,13 @@ def _first_upper(s: str) -> str:
 
 
 def template_instruction(rng: np.random.Generator, split: str = "train", category: str | None = None) -> Instruction:
-    """A random instruction from the split's template grammar only (no model paraphrases)."""
+    """A random instruction from the split's template grammar only (no model paraphrases, no written wordings)."""
     _check(split, category)
-    grammar = GRAMMARS[split]
-    cat = category or _pick(rng, CATEGORIES)
+    return _from_grammar(rng, GRAMMARS[split], split, category or _pick(rng, CATEGORIES))
+
+
+def _from_grammar(rng: np.random.Generator, grammar: Grammar, split: str, cat: str) -> Instruction:
+    """A random instruction of category `cat` from `grammar`, its speeds drawn as the split draws them."""
     core = _pick(rng, expand(_pick(rng, grammar.cores[cat])))
     speed: float | None = REVERSE_SPEED if cat == "reverse" else None
     if cat == "velocity":
@@ -295,13 +304,31 @@ def paraphrase_pool() -> Mapping[str, tuple[Instruction, ...]]:
     return MappingProxyType({cat: tuple(items) for cat, items in pool.items()})
 
 
+@functools.cache
+def written_grammar() -> Grammar:
+    """The written wordings (WRITTEN_PATH) as whole-sentence cores, with the train split's tones, situations,
+    fillers and units; a category without written wordings has no cores."""
+    try:
+        data = json.loads(WRITTEN_PATH.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{WRITTEN_PATH} is missing: make it with `python -m agents.tasks.car.written` "
+                          "or reinstall shakedown with its package data") from None
+    cores = {cat: tuple("=" + t for t in data["wordings"].get(cat, ())) for cat in CATEGORIES}
+    return dataclasses.replace(TRAIN_GRAMMAR, cores=cores)
+
+
 def sample_instruction(rng: np.random.Generator, split: str = "train", category: str | None = None) -> Instruction:
-    """A random instruction of the 'train' split (templates and the model's paraphrases) or the 'heldout' split
-    (held-out templates only), optionally of one category."""
+    """A random instruction of the 'train' split (templates, the model's paraphrases and the written wordings) or
+    the 'heldout' split (held-out templates only), optionally of one category."""
     _check(split, category)
     cat = category or _pick(rng, CATEGORIES)
-    if split == "train" and rng.random() < PARAPHRASE_SHARE and (own := paraphrase_pool()[cat]):
-        return _pick(rng, own)
+    if split == "train":
+        # One draw picks the source, so the template draws below 1 - WRITTEN_SHARE are what they always were.
+        draw = rng.random()
+        if draw < PARAPHRASE_SHARE and (own := paraphrase_pool()[cat]):
+            return _pick(rng, own)
+        if draw >= 1 - WRITTEN_SHARE and (written := written_grammar()).cores[cat]:
+            return _from_grammar(rng, written, split, cat)
     return template_instruction(rng, split, cat)
 
 
@@ -318,16 +345,18 @@ CATEGORY_WORDS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "centerline": ("centerline", "centreline", "center line", "centre line", "middle", "center", "centre", "centered",
                    "centred", "centering", "centring", "midline", "mid-line", "mid line", "equidistant",
                    "equally far", "same distance from", "wide berth", "away from the walls", "clear of the walls",
-                   "off the walls"),
+                   "off the walls", "central", "centrally", "midway", "halfway between", "midpoint", "equal distance",
+                   "same gap", "split the difference"),
     "smooth": ("smooth", "smoothly", "smoother", "smoothness", "gentle", "gently", "gentler", "comfortable",
                "comfortably", "comfort", "comfy", "calm", "calmly", "relaxed", "take it easy", "easy on",
                "nice and easy", "easy does it", "glass of water", "cup of coffee", "motion sick", "feather", "fluid",
-               "fluidly"),
+               "fluidly", "progressive", "progressively", "gradual", "gradually", "silky", "buttery", "soft hands"),
 })
 """Words that ask for a centerline or a smooth drive (whole words, any case), unless a negation stands before them
 in their clause ('I can't keep it smooth'). 'walls' stands for any side: barriers, kerbs, edges, boundaries."""
 ROUGH_WORDS = ("harsh", "harshly", "hard", "jerky", "jerk", "jerks", "jerking", "abrupt", "abruptly", "sudden",
-               "suddenly", "jolt", "jolts", "jolting")
+               "suddenly", "jolt", "jolts", "jolting", "stab", "yank", "lurch", "lurching", "snappy", "aggressive",
+               "aggressively", "twitchy")
 """Words that ask for a smooth drive when negated in their clause ('no harsh acceleration', 'avoid jerky steering')."""
 _SIDES = r"(?:walls?|barriers?|kerbs?|curbs?|edges?|boundar(?:y|ies)|sides?)"
 # 'the walls' in CATEGORY_WORDS stands for 'the' or 'both' and any word of _SIDES.
@@ -354,7 +383,7 @@ def _asked(low: str) -> dict[str, str]:
 
 
 REVERSE_WORDS = ("roll back", "rolling back", "rear first", "tail first", "back it up", "back the car up",
-                 "backing up", "back out")
+                 "backing up", "back out", "rear end first", "back end first", "astern", "rearward", "rearwards")
 """Ways of saying 'reverse' beyond safety.audit.claims' own ('reverse', 'backwards', 'back up'): read as 'reverse',
 so its negation rules ('no need to reverse') hold for them too."""
 UNIT_SPELLINGS: Mapping[str, str] = MappingProxyType({
@@ -465,3 +494,35 @@ def parse_instruction(text: str) -> Instruction:
         f"unknown instruction {clean!r}: it asks for none of {list(CATEGORIES)}.{hint} Write e.g. 'Stay in the "
         "middle of the track.', 'Drive at 2 m/s.' (or km/h, mph, in digits or words), 'Reverse the car.', "
         "'Drive smoothly.', or build an Instruction(category, text, target_speed)")
+
+
+FUNCTION_WORDS = frozenset(("a", "an", "the", "to", "of", "and", "or", "on", "in", "at", "for", "from", "with", "by",
+                            "as", "is", "be", "it", "its", "it's", "you", "your", "i", "me", "my", "we", "us", "so",
+                            "this", "that", "all", "way", "please", "don", "t", "do", "not", "no", "are", "has",
+                            "there", "car", "track", "SPEED"))
+"""Words too common to make a phrase: a pair of adjacent words is a phrase only if neither is one of these (as
+`frame` writes words: "don't" is "don t")."""
+
+
+def _phrases(text: str) -> set[tuple[str, str]]:
+    words = frame(text).split()
+    return {(a, b) for a, b in zip(words, words[1:]) if a not in FUNCTION_WORDS and b not in FUNCTION_WORDS}
+
+
+@functools.cache
+def held_out_phrases() -> frozenset[tuple[str, str]]:
+    """Every pair of adjacent content words in a held-out core (each word choice), tone, situation or filler:
+    ('wide', 'berth'), ('tail', 'first')."""
+    grammar = HELD_OUT_GRAMMAR
+    texts = [c.lstrip("=~").replace("{speed}", "2 m/s") for cores in grammar.cores.values() for core in cores
+             for c in expand(core)]
+    texts += [t.replace("{c}", " ") for t in grammar.tones] + [*grammar.situations, *grammar.fillers]
+    return frozenset(p for t in texts for p in _phrases(t))
+
+
+def held_out_phrase(text: str) -> str | None:
+    """The first phrase (two adjacent content words) `text` shares with the held-out split, or None. Stricter than
+    in_held_out_family, for wordings written outside our grammar: 'Go tail-first round the lap' says no held-out
+    core but says its 'tail first'."""
+    shared = sorted(_phrases(text) & held_out_phrases())
+    return " ".join(shared[0]) if shared else None
