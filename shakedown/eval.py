@@ -114,7 +114,8 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> Path:
     results = {"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()}, "rows": rows}
     _write_results(run_dir, results)  # the episodes first: a summary that fails must not lose an hour of driving
     header, table_rows = summary_table(cfg.world, rows)
-    title = f"{cfg.world}: held-out evaluation, {_episodes(cfg.world, rows)} (failed parses count as failures)"
+    words = " (blind wordings)" if cfg.split == "blind" else ""
+    title = f"{cfg.world}: held-out evaluation{words}, {_episodes(cfg.world, rows)} (failed parses count as failures)"
     table = Table(title=title)
     for h in header:
         table.add_column(h, justify="right")

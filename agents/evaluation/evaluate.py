@@ -79,6 +79,10 @@ class EvalConfig:
     """Car: evaluate only these instruction categories (empty: all four), e.g. `--categories centerline --episodes
     40` for a tighter interval on one; an episode keeps its seed, so it is the same episode as in a full evaluation.
     The adaptability is then the mean over these categories."""
+    split: Literal["heldout", "blind"] = "heldout"
+    """Car: the instructions' wordings: 'heldout' (our held-out grammar, every table in docs/agent.md) or 'blind'
+    (sentences by a writer shown no wording, sharing no phrase with training: agents.tasks.car.written). The seeds
+    are the same; the episodes are not (the words are drawn first, so the start and the world's draws move too)."""
     seed: int = 1000
     """Evaluation seeds start here, apart from training's."""
     out_dir: Annotated[Path, tyro.conf.arg(name="out")] = Path("runs")
@@ -87,6 +91,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.world not in ("car", "factory"):
             raise ConfigError(f"EvalConfig.world {self.world!r} must be 'car' or 'factory'")
+        if self.split not in ("heldout", "blind") or (self.split != "heldout" and self.world != "car"):
+            raise ConfigError(f"EvalConfig.split {self.split!r}: the car reads 'heldout' or 'blind' wordings; the "
+                              "factory has none")
         if self.episodes < 1:
             raise ConfigError("EvalConfig.episodes must be >= 1")
         unknown = sorted(set(self.categories) - set(CATEGORIES))
@@ -118,7 +125,7 @@ def evaluate_car(cfg: EvalConfig, policies: list[Policy], progress: Progress | N
                  episodes: Sequence[tuple[int, Mapping[str, Any]]] | None = None) -> list[dict[str, Any]]:
     """One row per policy and episode; `episodes`: (seed, reset options) pairs, car_episodes(cfg) by default
     (options may give the instruction itself, as a re-score of a stored evaluation does)."""
-    env = CarInstructionEnv(CarTaskConfig(tracks=HELD_OUT, split="heldout", duration_s=cfg.duration_s))
+    env = CarInstructionEnv(CarTaskConfig(tracks=HELD_OUT, split=cfg.split, duration_s=cfg.duration_s))
     episodes = car_episodes(cfg) if episodes is None else episodes
     tracks: dict[str, Track] = {}
     rows = []

@@ -307,3 +307,25 @@ def test_an_evaluation_of_chosen_categories_keeps_their_episodes_and_tables_only
             EvalConfig(world="car", categories=bad)
     with pytest.raises(ConfigError, match="the factory has none"):
         EvalConfig(world="factory", categories=("centerline",))
+
+
+def test_the_blind_split_is_an_evaluation_choice_for_the_car_only():
+    import json
+
+    from agents.tasks.car.instructions import BLIND_PATH, frame
+
+    blind = [frame(t.replace("{speed}", "2 m/s")) for ts in json.loads(BLIND_PATH.read_text())["wordings"].values()
+             for t in ts]
+    env = CarInstructionEnv(CarTaskConfig(split="blind", duration_s=1.0, camera=False))
+    try:
+        for seed, cat in enumerate(CATEGORIES):
+            _, info = env.reset(seed=seed, options={"category": cat})
+            said = frame(info["instruction"])
+            assert info["category"] == cat and (cat == "velocity" or any(b in said for b in blind))
+    finally:
+        env.close()
+    assert EvalConfig(world="car", split="blind").split == "blind"
+    with pytest.raises(ConfigError, match="the factory has none"):
+        EvalConfig(world="factory", split="blind")
+    with pytest.raises(ConfigError, match="must be one of"):
+        CarTaskConfig(split="test")

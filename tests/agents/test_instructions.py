@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.tasks.car.instructions import (
+    BLIND_PATH,
     CATEGORIES,
     HELD_OUT_GRAMMAR,
     HELD_OUT_PARAPHRASES,
@@ -22,20 +23,23 @@ from agents.tasks.car.instructions import (
     Instruction,
     expand,
     frame,
+    grammar_texts,
     held_out_cores,
     held_out_phrase,
+    in_family,
     in_held_out_family,
     number_words,
     paraphrase_pool,
     parse_instruction,
     sample_instruction,
+    shared_phrase,
     template_instruction,
     written_grammar,
     written_speed,
 )
 from agents.tasks.car.metrics import thought_agreement
 from agents.tasks.car.paraphrase import verdict
-from agents.tasks.car.written import WrittenArgs, judge, train_frames, written
+from agents.tasks.car.written import WrittenArgs, judge, written
 from agents.training.sft_data import car_examples, car_thought
 from safety.audit.claims import extract_claims
 from twin.car.tracks import training_tracks
@@ -150,7 +154,7 @@ def test_same_seed_same_instructions():
 
     assert draw(7) == draw(7)
     assert draw(7) != draw(8)
-    with pytest.raises(ConfigError, match="must be 'train' or 'heldout'"):
+    with pytest.raises(ConfigError, match="must be one of"):
         sample_instruction(np.random.default_rng(0), "test")
     with pytest.raises(ConfigError, match="unknown instruction category"):
         template_instruction(np.random.default_rng(0), "train", "fly")
@@ -223,30 +227,46 @@ def test_the_written_wordings_are_train_only_new_and_mean_their_category():
     assert data["kept"] == len(kept) and data["written"] == len(kept) + sum(map(len, data["dropped"].values()))
     assert all(texts for texts in data["wordings"].values())  # every category has some
     frames = [frame(t.replace("{speed}", "2 m/s")) for _, t in kept]
-    assert len(set(frames)) == len(frames) and not set(frames) & train_frames()
+    assert len(set(frames)) == len(frames) and not set(frames) & {frame(t) for t in grammar_texts(TRAIN_GRAMMAR)}
     assert not [t for _, t in kept if in_held_out_family(t.replace("{speed}", "2 m/s")) or held_out_phrase(t)]
     # Drawn in the train split, with speeds in any train unit, read back to their truth; never in held-out.
     rng = np.random.default_rng(0)
     drawn = [sample_instruction(rng, "train") for _ in range(600)]
-    written_frames = set(frames)
-    from_written = [i for i in drawn if any(f in frame(i.text) for f in written_frames)]
+    from_written = [i for i in drawn if any(f in frame(i.text) for f in frames)]
     assert 0.15 < len(from_written) / len(drawn) < 0.45  # WRITTEN_SHARE of the draws, about
     assert all(parse_instruction(i.text) == i for i in from_written)
     held = {frame(sample_instruction(rng, "heldout").text) for _ in range(600)}
-    assert not any(f in h for h in held for f in written_frames)
+    assert not any(f in h for h in held for f in frames)
 
 
-def test_written_verdicts_drop_held_out_phrases_and_what_cannot_be_read(tmp_path):
+def test_the_blind_split_shares_no_sentence_and_no_phrase_with_train():
+    data = json.loads(BLIND_PATH.read_text())
+    assert data["split"] == "blind" and all(data["wordings"].values())
+    kept = [t.replace("{speed}", "2 m/s") for texts in data["wordings"].values() for t in texts]
+    assert data["kept"] == len(kept) and not [t for t in kept if in_family(t, "train") or shared_phrase(t, "train")]
+    rng = np.random.default_rng(0)
+    drawn = [sample_instruction(rng, "blind", cat) for cat in CATEGORIES for _ in range(50)]
+    assert {i.category for i in drawn} == set(CATEGORIES)
+    assert {i.target_speed for i in drawn if i.category == "velocity"} <= set(HELD_OUT_SPEEDS)  # held-out speeds
+    assert all(any(frame(t) in frame(i.text) for t in kept) for i in drawn if i.category != "velocity")
+    # The train draws never say a blind sentence.
+    train = {frame(sample_instruction(rng, "train").text) for _ in range(2000)}
+    assert not any(frame(t) in f for f in train for t in kept)
+
+
+def test_written_verdicts_drop_what_the_other_split_says_and_what_cannot_be_read(tmp_path):
     assert held_out_phrase("Go tail-first round the lap.") == "tail first"
     assert held_out_phrase("Give the walls a wide berth.") == "wide berth"
     assert held_out_phrase("Stay in the middle of the track.") is None
     assert judge("Take the lap tail first.", "reverse", set()) == "shares a held-out phrase"
     assert judge("Hug the middle of the road.", "centerline", set()) == "kept"
-    assert judge("Hug the middle of the road.", "centerline", train_frames() | {frame("Hug the middle of the road.")}) \
-        == "not new"
+    assert judge("Hug the middle of the road.", "centerline", {frame("Hug the middle of the road.")}) == "not new"
     assert judge("Do a backflip.", "smooth", set()) == "unreadable"
     assert judge("Stay in the middle.", "smooth", set()) == "changed meaning"
     assert judge("Hold it steady.", "velocity", set()) == "no single speed slot"
+    # A blind (test) sentence need not be in the reader's words, but must stay apart from train.
+    assert judge("Do it like a limo driver.", "smooth", set(), "blind") == "kept"
+    assert judge("Please drive smoothly, thanks.", "smooth", set(), "blind") == "says a train wording"
     raw = tmp_path / "raw.json"
     raw.write_text(json.dumps({"writer": "a test", "centerline": ["Hug the middle of the road.", "Aim for the dead "
                                "centre."], "velocity": ["Peg it at {speed}."], "reverse": [], "smooth": ["Silky, please."]}))
@@ -260,4 +280,6 @@ def test_written_verdicts_drop_held_out_phrases_and_what_cannot_be_read(tmp_path
     raw.write_text(json.dumps({"centerline": []}))
     with pytest.raises(ConfigError, match="no list of sentences for"):
         written(WrittenArgs(raw=raw, out=tmp_path / "written.json"))
+    with pytest.raises(ConfigError, match="must be one of"):
+        WrittenArgs(raw=raw, split="heldout")
     assert written_grammar().cores["reverse"]  # the shipped file has every category

@@ -19,7 +19,7 @@ import numpy as np
 from agents.control.loop import Trace, drive
 from agents.control.mpc import FrenetMPC, MPCConfig
 from agents.control.mpc_params import DEFAULT, PARAM_TABLE, MPCParams, clamp_dict
-from agents.tasks.car.instructions import CATEGORIES, Instruction, parse_instruction, sample_instruction
+from agents.tasks.car.instructions import CATEGORIES, SPLITS, Instruction, parse_instruction, sample_instruction
 from agents.tasks.car.metrics import Score, drive_metrics, score, score_drive
 from safety.car.guard import CarGuard
 from safety.car.spec import CarSafetySpec
@@ -70,7 +70,7 @@ class CarTaskConfig:
     tracks: tuple[str, ...] = TRAIN_TRACKS
     """Tracks an episode is drawn from."""
     split: str = "train"
-    """Paraphrase split instructions are drawn from: 'train' or 'heldout'."""
+    """Split instructions are drawn from (agents.tasks.car.instructions.SPLITS): 'train', 'heldout' or 'blind'."""
     duration_s: float = bounded(8.0, 0.5, 600.0)
     """Simulated seconds the MPC drives with the chosen parameters."""
     control_hz: float = bounded(20.0, 5.0, 100.0)
@@ -90,8 +90,8 @@ class CarTaskConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
-        if self.split not in ("train", "heldout"):
-            raise ConfigError(f"CarTaskConfig.split {self.split!r} must be 'train' or 'heldout'")
+        if self.split not in SPLITS:
+            raise ConfigError(f"CarTaskConfig.split {self.split!r} must be one of {list(SPLITS)}")
         if not self.tracks:
             raise ConfigError("CarTaskConfig.tracks is empty; name at least one track")
         for name in self.tracks:

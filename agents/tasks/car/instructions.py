@@ -47,6 +47,9 @@ PARAPHRASE_SHARE = 0.15
 WRITTEN_PATH = Path(__file__).with_name("written.json")
 """Train wordings written by a second, larger language model shown only the train wordings (made by
 `python -m agents.tasks.car.written`; train split only)."""
+BLIND_PATH = Path(__file__).with_name("blind.json")
+"""Test wordings written by a third language model session shown no wordings at all, kept only where they share
+no frame and no phrase with the train split (`python -m agents.tasks.car.written --split blind`)."""
 WRITTEN_SHARE = 0.3
 """Share of train draws whose sentence is a written wording (with the train split's speeds, situations and
 fillers)."""
@@ -186,7 +189,10 @@ HELD_OUT_GRAMMAR = _grammar(HELD_OUT_PARAPHRASES, {
 """The held-out split's frames and words: none of its cores, tones, situations or fillers is the train split's
 (held-out units add spellings training never writes)."""
 
-GRAMMARS = MappingProxyType({"train": TRAIN_GRAMMAR, "heldout": HELD_OUT_GRAMMAR})
+SPLITS: tuple[str, ...] = ("train", "heldout", "blind")
+"""Where instructions come from: 'train' (TRAIN_GRAMMAR, the model's paraphrases, the written wordings);
+'heldout' (HELD_OUT_GRAMMAR: no frame, tone, situation or filler of train's); 'blind' (BLIND_PATH's sentences,
+with held-out situations, fillers and speeds: wordings none of us chose)."""
 SITUATION_SHARE, FILLER_SHARE, WORDS_SHARE = 0.3, 0.2, 0.5
 """How often a generated instruction starts with a situation, ends with a filler, writes its speed in words."""
 _CHOICE = re.compile(r"\[([^\]]+)\]")
@@ -259,8 +265,8 @@ def _speed(rng: np.random.Generator, split: str, units: tuple[str, ...]) -> tupl
 
 
 def _check(split: str, category: str | None) -> None:
-    if split not in GRAMMARS:
-        raise ConfigError(f"split {split!r} must be 'train' or 'heldout'")
+    if split not in SPLITS:
+        raise ConfigError(f"split {split!r} must be one of {list(SPLITS)}")
     if category is not None and category not in CATEGORIES:
         raise ConfigError(f"unknown instruction category {category!r}; choose from {list(CATEGORIES)}")
 
@@ -270,9 +276,9 @@ def _first_upper(s: str) -> str:
 
 
 def template_instruction(rng: np.random.Generator, split: str = "train", category: str | None = None) -> Instruction:
-    """A random instruction from the split's template grammar only (no model paraphrases, no written wordings)."""
+    """A random instruction from the split's grammar only (for train: no model paraphrases, no written wordings)."""
     _check(split, category)
-    return _from_grammar(rng, GRAMMARS[split], split, category or _pick(rng, CATEGORIES))
+    return _from_grammar(rng, split_grammar(split), split, category or _pick(rng, CATEGORIES))
 
 
 def _from_grammar(rng: np.random.Generator, grammar: Grammar, split: str, cat: str) -> Instruction:
@@ -305,21 +311,33 @@ def paraphrase_pool() -> Mapping[str, tuple[Instruction, ...]]:
 
 
 @functools.cache
-def written_grammar() -> Grammar:
-    """The written wordings (WRITTEN_PATH) as whole-sentence cores, with the train split's tones, situations,
-    fillers and units; a category without written wordings has no cores."""
+def sentence_grammar(path: Path, like: str) -> Grammar:
+    """The sentences of a written file (WRITTEN_PATH, BLIND_PATH: {"wordings": {category: [...]}}) as whole-sentence
+    cores, with the tones, situations, fillers and units of split `like`; a category without sentences has no
+    cores."""
     try:
-        data = json.loads(WRITTEN_PATH.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{WRITTEN_PATH} is missing: make it with `python -m agents.tasks.car.written` "
+        raise ConfigError(f"{path} is missing: make it with `python -m agents.tasks.car.written` "
                           "or reinstall shakedown with its package data") from None
     cores = {cat: tuple("=" + t for t in data["wordings"].get(cat, ())) for cat in CATEGORIES}
-    return dataclasses.replace(TRAIN_GRAMMAR, cores=cores)
+    return dataclasses.replace(TRAIN_GRAMMAR if like == "train" else HELD_OUT_GRAMMAR, cores=cores)
+
+
+def written_grammar() -> Grammar:
+    """The written train wordings (WRITTEN_PATH) with the train split's tones, situations, fillers and units."""
+    return sentence_grammar(WRITTEN_PATH, "train")
+
+
+def split_grammar(split: str) -> Grammar:
+    """The grammar a split's template draws come from (for train, its templates; see sample_instruction)."""
+    _check(split, None)
+    return {"train": TRAIN_GRAMMAR, "heldout": HELD_OUT_GRAMMAR}.get(split) or sentence_grammar(BLIND_PATH, "heldout")
 
 
 def sample_instruction(rng: np.random.Generator, split: str = "train", category: str | None = None) -> Instruction:
-    """A random instruction of the 'train' split (templates, the model's paraphrases and the written wordings) or
-    the 'heldout' split (held-out templates only), optionally of one category."""
+    """A random instruction of a split (SPLITS; train: templates, the model's paraphrases and the written
+    wordings), optionally of one category."""
     _check(split, category)
     cat = category or _pick(rng, CATEGORIES)
     if split == "train":
@@ -436,17 +454,42 @@ def frame(text: str) -> str:
     return " ".join(re.sub(r"[^\w/]+", " ", low).split())
 
 
+def grammar_texts(grammar: Grammar) -> list[str]:
+    """Every sentence a grammar's cores say, each word choice taken, the speed slot filled with 2 m/s."""
+    return [c.lstrip("=~").replace("{speed}", "2 m/s") for cores in grammar.cores.values() for core in cores
+            for c in expand(core)]
+
+
+def _split_texts(split: str) -> list[str]:
+    """Every sentence a split's grammar can say, each word choice taken, its speed slot filled (for train, the
+    written wordings and the model's paraphrases too)."""
+    texts = grammar_texts(split_grammar(split))
+    if split == "train":
+        texts += [c.lstrip("=").replace("{speed}", "2 m/s") for cores in written_grammar().cores.values() for c in cores]
+        texts += [i.text for items in paraphrase_pool().values() for i in items]
+    return texts
+
+
 @functools.cache
+def split_cores(split: str) -> frozenset[str]:
+    """The frames of every sentence a split says (_split_texts)."""
+    return frozenset(map(frame, _split_texts(split)))
+
+
 def held_out_cores() -> frozenset[str]:
     """The frames of every held-out core with each of its word choices."""
-    return frozenset(frame(c.lstrip("=~").replace("{speed}", "2 m/s"))
-                     for cores in HELD_OUT_GRAMMAR.cores.values() for core in cores for c in expand(core))
+    return split_cores("heldout")
+
+
+def in_family(text: str, split: str) -> bool:
+    """Whether `text` says one of a split's sentences (any word choice, any speed), with words around it or not."""
+    padded = f" {frame(text)} "
+    return any(f" {core} " in padded for core in split_cores(split))
 
 
 def in_held_out_family(text: str) -> bool:
     """Whether `text` says a held-out core (any word choice, any speed): training must never see such text."""
-    padded = f" {frame(text)} "
-    return any(f" {core} " in padded for core in held_out_cores())
+    return in_family(text, "heldout")
 
 
 def _ambiguous(clean: str, found: dict[str, str]) -> ConfigError:
@@ -510,19 +553,23 @@ def _phrases(text: str) -> set[tuple[str, str]]:
 
 
 @functools.cache
-def held_out_phrases() -> frozenset[tuple[str, str]]:
-    """Every pair of adjacent content words in a held-out core (each word choice), tone, situation or filler:
-    ('wide', 'berth'), ('tail', 'first')."""
-    grammar = HELD_OUT_GRAMMAR
-    texts = [c.lstrip("=~").replace("{speed}", "2 m/s") for cores in grammar.cores.values() for core in cores
-             for c in expand(core)]
-    texts += [t.replace("{c}", " ") for t in grammar.tones] + [*grammar.situations, *grammar.fillers]
+def split_phrases(split: str) -> frozenset[tuple[str, str]]:
+    """Every pair of adjacent content words a split says: in its sentences, tones, situations and fillers
+    (held-out: ('wide', 'berth'), ('tail', 'first'))."""
+    grammar = split_grammar(split)
+    texts = _split_texts(split) + [t.replace("{c}", " ") for t in grammar.tones] + [*grammar.situations,
+                                                                                   *grammar.fillers]
     return frozenset(p for t in texts for p in _phrases(t))
 
 
-def held_out_phrase(text: str) -> str | None:
-    """The first phrase (two adjacent content words) `text` shares with the held-out split, or None. Stricter than
-    in_held_out_family, for wordings written outside our grammar: 'Go tail-first round the lap' says no held-out
-    core but says its 'tail first'."""
-    shared = sorted(_phrases(text) & held_out_phrases())
+def shared_phrase(text: str, split: str) -> str | None:
+    """The first phrase (two adjacent content words) `text` shares with a split, or None. Stricter than in_family,
+    for sentences written outside our grammar: 'Go tail-first round the lap' says no held-out core but says its
+    'tail first'."""
+    shared = sorted(_phrases(text) & split_phrases(split))
     return " ".join(shared[0]) if shared else None
+
+
+def held_out_phrase(text: str) -> str | None:
+    """The first phrase `text` shares with the held-out split, or None."""
+    return shared_phrase(text, "heldout")

@@ -4,8 +4,8 @@
 
 The local base model (SmolLM2-135M-Instruct by default; nothing is downloaded) rewrites
 sentences drawn from TRAIN_GRAMMAR. A paraphrase is kept only if `parse_instruction` reads
-the same category and target speed from it as from its source, it says no held-out core
-(so the held-out split stays unseen), and it is new (not its source, not a paraphrase kept
+the same category and target speed from it as from its source, it says no held-out core and
+shares no phrase with the held-out split (so that split stays unseen), and it is new (not its source, not a paraphrase kept
 before). The file records how many were generated, how many kept, and why the rest were dropped.
 """
 
@@ -23,8 +23,9 @@ from agents.tasks.car.instructions import (
     PARAPHRASES_PATH,
     Instruction,
     frame,
-    in_held_out_family,
+    in_family,
     parse_instruction,
+    shared_phrase,
     template_instruction,
 )
 from agents.vlm.model_store import DEFAULT_MODEL, model_hash, resolve_model
@@ -72,18 +73,24 @@ def clean(answer: str) -> str:
     return " ".join(line.strip("\"'`*").split())
 
 
-def verdict(text: str, source: Instruction, kept: set[str]) -> str:
-    """'kept', or why a candidate paraphrase of `source` is dropped."""
+def verdict(text: str, source: Instruction, kept: set[str], against: str = "heldout", must_read: bool = True) -> str:
+    """'kept', or why a candidate sentence meaning `source` is dropped: too long, unreadable (unless not
+    `must_read`: a test sentence need not be in the reader's words), read as something else, saying a sentence or
+    sharing a phrase of split `against` (kept unseen), or not new (`kept`: frames already taken, or the source's)."""
     if not text or len(text) > 200:
         return "empty or too long"
     try:
         read = parse_instruction(text)
+        if (read.category, read.target_speed) != (source.category, source.target_speed):
+            return "changed meaning"
     except ConfigError:
-        return "unreadable"
-    if (read.category, read.target_speed) != (source.category, source.target_speed):
-        return "changed meaning"
-    if in_held_out_family(text):
-        return "says a held-out wording"
+        if must_read:
+            return "unreadable"
+    name = "held-out" if against == "heldout" else against
+    if in_family(text, against):
+        return f"says a {name} wording"
+    if shared_phrase(text, against):
+        return f"shares a {name} phrase"
     if frame(text) in kept or frame(text) == frame(source.text):
         return "not new"
     return "kept"
