@@ -465,7 +465,7 @@ def _split_texts(split: str) -> list[str]:
     written wordings and the model's paraphrases too)."""
     texts = grammar_texts(split_grammar(split))
     if split == "train":
-        texts += [c.lstrip("=").replace("{speed}", "2 m/s") for cores in written_grammar().cores.values() for c in cores]
+        texts += grammar_texts(written_grammar())
         texts += [i.text for items in paraphrase_pool().values() for i in items]
     return texts
 
@@ -540,7 +540,7 @@ def parse_instruction(text: str) -> Instruction:
 
 
 FUNCTION_WORDS = frozenset(("a", "an", "the", "to", "of", "and", "or", "on", "in", "at", "for", "from", "with", "by",
-                            "as", "is", "be", "it", "its", "it's", "you", "your", "i", "me", "my", "we", "us", "so",
+                            "as", "is", "be", "it", "its", "you", "your", "i", "me", "my", "we", "us", "so",
                             "this", "that", "all", "way", "please", "don", "t", "do", "not", "no", "are", "has",
                             "there", "car", "track", "SPEED"))
 """Words too common to make a phrase: a pair of adjacent words is a phrase only if neither is one of these (as
